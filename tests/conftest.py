@@ -1,0 +1,51 @@
+"""Test-wide set-up: device markers and Triton's CPU interpreter.
+
+Triton kernels run on the CPU under ``TRITON_INTERPRET=1`` when there is no
+CUDA GPU; the variable must be set before any ``@triton.jit`` module is
+imported, which is why it is set here, at collection start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+#: Real CoNSeP tiles shipped to developers and CI (absent on users' machines).
+CONSEP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "consep"
+
+
+def _has_tensorrt() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return HAS_CUDA
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips ``cuda`` and ``tensorrt`` tests, with the reason, where they cannot run."""
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False")
+    skip_trt = pytest.mark.skip(
+        reason="needs TensorRT and a CUDA GPU: TensorRT cannot be installed on this machine"
+    )
+    has_trt = _has_tensorrt()
+    for item in items:
+        if "cuda" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_cuda)
+        if "tensorrt" in item.keywords and not has_trt:
+            item.add_marker(skip_trt)
+
+
+@pytest.fixture
+def consep_dir() -> Path:
+    """The shared CoNSeP folder; skips the test when it is absent."""
+    if not (CONSEP_DIR / "labels.npz").exists():
+        pytest.skip(f"real CoNSeP tiles not found at {CONSEP_DIR} (developer/CI data only)")
+    return CONSEP_DIR
