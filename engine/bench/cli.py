@@ -7,10 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from hvx.bench import harness
+from hvx.bench import backends, harness
 
 # Stage modules, in run order. Each has NAME, HELP and run(ctx) -> list[Record].
-_STAGES: tuple = ()
+_STAGES: tuple = (backends,)
 
 
 def _csv_ints(text: str) -> list[int]:
