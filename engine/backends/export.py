@@ -240,6 +240,11 @@ def _shape3(value: Any, what: str) -> tuple[int, int, int]:
 class PlanSettings:
     """Everything about a TensorRT build that the user chooses (part of the cache key).
 
+    The defaults are what ``Engine.load`` builds on demand and what ``hvx build
+    --tensorrt`` builds without options (so the two find the same cached plan):
+    tiles of 64..512 pixels (after padding to the model's size multiple), tuned
+    for 8 tiles of 256x256; the Engine splits larger batches.
+
     Attributes:
         min_shape: Smallest (N, H, W) the plan accepts.
         opt_shape: (N, H, W) TensorRT tunes for.
@@ -253,9 +258,9 @@ class PlanSettings:
             non-positive workspace.
     """
 
-    min_shape: tuple[int, int, int] = (1, 256, 256)
+    min_shape: tuple[int, int, int] = (1, 64, 64)
     opt_shape: tuple[int, int, int] = (8, 256, 256)
-    max_shape: tuple[int, int, int] = (32, 256, 256)
+    max_shape: tuple[int, int, int] = (16, 512, 512)
     precision: tuple[str, ...] = ("fp16",)
     workspace_bytes: int = 4 << 30
 

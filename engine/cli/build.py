@@ -12,6 +12,8 @@ log = logging.getLogger("hvx.build")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``hvx build``."""
+    from hvx.backends.export import PlanSettings
+
     p = sub.add_parser(
         "build",
         help="export a model bundle to ONNX and build a TensorRT plan",
@@ -26,13 +28,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp16", dest="fp16", action="store_true", default=True, help="(default)")
     prec.add_argument("--fp32", dest="fp16", action="store_false", help="strict fp32 plan")
-    for name, default in (("min", 1), ("opt", 8), ("max", 32)):
-        p.add_argument(f"--{name}-batch", type=int, default=default, help=f"default {default}")
-    for name, default in (("min", 256), ("opt", 256), ("max", 256)):
+    d = PlanSettings()  # the profile Engine.load builds on demand: same cache key
+    for k, name in enumerate(("min", "opt", "max")):
+        shape = (d.min_shape, d.opt_shape, d.max_shape)[k]
+        p.add_argument(f"--{name}-batch", type=int, default=shape[0], help=f"default {shape[0]}")
         p.add_argument(
-            f"--{name}-size", type=int, default=default, help=f"tile edge, default {default}"
+            f"--{name}-size", type=int, default=shape[1], help=f"tile edge, default {shape[1]}"
         )
-    p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT workspace limit")
+    p.add_argument(
+        "--workspace-gb",
+        type=float,
+        default=d.workspace_bytes / 2**30,
+        help=f"TensorRT workspace limit, default {d.workspace_bytes / 2**30:g}",
+    )
     p.add_argument("--cache-dir", type=Path, default=None, help="default $HVX_CACHE_DIR")
     p.add_argument("--out", type=Path, default=None, help="also copy model.onnx / model.plan here")
     p.add_argument("--force", action="store_true", help="rebuild a cached plan")

@@ -46,6 +46,7 @@ def test_key_is_stable_and_hex(onnx_bytes):
         {"min_shape": (2, 256, 256)},
         {"opt_shape": (16, 256, 256)},
         {"max_shape": (32, 512, 512)},
+        {"max_shape": (16, 512, 768)},
         {"precision": ()},
         {"precision": ("fp16", "tf32")},
         {"workspace_bytes": 1 << 30},
@@ -96,7 +97,7 @@ def test_canonicalisation_makes_equal_inputs_equal(onnx_bytes):
     cosmetic = proto.SerializeToString()
     assert cosmetic != onnx_bytes
     a = PlanSettings(
-        (1, 256, 256), [8, 256, 256], np.array([32, 256, 256]), ["fp16", "FP16"], 4 << 30
+        (1, 64, 64), [8, 256, 256], np.array([16, 512, 512]), ["fp16", "FP16"], 4 << 30
     )
     b = PlanSettings()
     assert a == b

@@ -73,3 +73,19 @@ def test_build_tensorrt_plan(bundle, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "o")]) == 0
     side = json.loads((tmp_path / "o" / "model.plan.json").read_text())
     assert side["settings"]["max_shape"] == [4, 256, 256] and side["model"]["num_types"] == 3
+
+
+def test_build_defaults_are_the_engine_profile():
+    """`hvx build --tensorrt` without options builds the plan Engine.load would look up."""
+    from hvx.backends.export import PlanSettings
+    from hvx.cli import build_parser
+
+    a = build_parser().parse_args(["build", "b"])
+    got = PlanSettings(
+        (a.min_batch, a.min_size, a.min_size),
+        (a.opt_batch, a.opt_size, a.opt_size),
+        (a.max_batch, a.max_size, a.max_size),
+        ("fp16",),
+        int(a.workspace_gb * 2**30),
+    )
+    assert got == PlanSettings()
