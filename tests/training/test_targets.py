@@ -212,7 +212,8 @@ def test_hvx_equals_reference_except_on_top_left_instances(seed):
 
 
 def test_hvx_equals_reference_on_real_tiles(consep_dir):
-    inst = np.load(consep_dir / "labels.npz")["inst"]
+    with np.load(consep_dir / "labels.npz") as labels:
+        inst = labels["inst"]
     differing = 0
     for tile in inst[::36]:
         hv, ref = gen_instance_hv_map(tile), gen_instance_hv_map_reference(tile)
