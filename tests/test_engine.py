@@ -2,7 +2,6 @@
 
 import concurrent.futures
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import torch
 import hvx
 from hvx.backends.export import PlanSettings, PlanTarget, write_plan
 
-CONSEP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "consep"
 VARIANT = "fast_convnext_atto"  # stride-4 stem: the cheapest variant, fine for CPU tests
 
 
@@ -54,22 +52,14 @@ def ort_engine(bundle, cache):
     return hvx.Engine.load(bundle, backend="onnxruntime", cache_dir=cache)
 
 
-@pytest.fixture(scope="module")
-def tiles(consep_dir_module):
+@pytest.fixture
+def tiles(consep_dir):
     """Four real 64x64 crops of two CoNSeP tiles (small: the CPU is shared)."""
     from hvx.io import read_image
 
-    a = read_image(consep_dir_module / "images" / "train_1_000.png")
-    b = read_image(consep_dir_module / "images" / "train_2_005.png")
+    a = read_image(consep_dir / "images" / "train_1_000.png")
+    b = read_image(consep_dir / "images" / "train_2_005.png")
     return np.stack([a[:64, :64], a[100:164, 50:114], b[:64, 192:], b[150:214, 30:94]])
-
-
-@pytest.fixture(scope="module")
-def consep_dir_module():
-    """Module-scoped twin of the ``consep_dir`` fixture (same path, same skip)."""
-    if not (CONSEP_DIR / "labels.npz").exists():
-        pytest.skip(f"real CoNSeP tiles not found at {CONSEP_DIR} (developer/CI data only)")
-    return CONSEP_DIR
 
 
 def test_import_hvx_is_lazy():
