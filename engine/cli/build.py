@@ -72,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2
+    if args.tensorrt:  # fail before the (slow) export when TensorRT cannot run here
+        from hvx.backends.export import PlanTarget
+
+        try:
+            PlanTarget.current()
+        except (ImportError, RuntimeError) as err:
+            log.error("TensorRT plan not built: %s", err)
+            return 2
     onnx_path = _artifacts.onnx_for_bundle(bundle, args.cache_dir)
     print(f"onnx: {onnx_path}")
     if args.out:
