@@ -312,6 +312,10 @@ def test_onnx_export_matches_torch(variant):
             dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "np_prob": {0: "n", 1: "h", 2: "w"},
                           "hv": {0: "n", 2: "h", 3: "w"}, "tp_prob": {0: "n", 2: "h", 3: "w"}},
         )  # fmt: skip
+    onnx = pytest.importorskip("onnx")
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert not ops & {"If", "Loop", "Scan", "NonZero"}  # no data-dependent control flow
+    assert {"Softmax", "Resize", "Conv"} <= ops
     sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     x = torch.randn(3, 6, 3 * m, m)  # other batch and size than the export example
     with torch.no_grad():
