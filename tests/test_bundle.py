@@ -348,3 +348,13 @@ def test_weights_replaced_after_loading(copy):
     save_file(state, str(copy / "weights.safetensors"))
     with pytest.raises(ValueError, match=r"does not fit 'fast_convnext_atto'"):
         b.build_model()
+
+
+def test_roundtrip_bfloat16_storage(tmp_path, model):
+    b = load_bundle(_save(tmp_path / "bf16", model, weights_dtype=torch.bfloat16))
+    assert b.weights_dtype == "bfloat16"
+    w = b.build_model().encoder.body.stem_0.weight
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(
+        w, model.encoder.body.stem_0.weight.bfloat16().float(), rtol=0, atol=0
+    )
