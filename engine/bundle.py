@@ -365,6 +365,22 @@ def save_bundle(
     return out_dir
 
 
+def _config_from_dict(cls: type, d: dict, where: str) -> Any:
+    """``cls.from_dict(d)``, requiring exactly the keys ``cls().to_dict()`` writes.
+
+    The bundle is stricter than a lenient ``from_dict``: a missing key would
+    silently take today's default, which may differ from what was trained.
+    """
+    expected = set(cls().to_dict())
+    unknown, missing = sorted(set(d) - expected), sorted(expected - set(d))
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}")
+    try:
+        return cls.from_dict(d)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -499,14 +515,8 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
     for key in ("provenance", "metrics", "preprocess", "postprocess"):
         _require(m, key, dict, where)
     pre_cls, post_cls = _config_classes()
-    try:
-        pre = pre_cls.from_dict(m["preprocess"])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}preprocess: {exc}") from exc
-    try:
-        post = post_cls.from_dict(m["postprocess"])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}postprocess: {exc}") from exc
+    pre = _config_from_dict(pre_cls, m["preprocess"], f"{where}preprocess")
+    post = _config_from_dict(post_cls, m["postprocess"], f"{where}postprocess")
     if pre.in_chans != in_chans:
         raise ValueError(
             f"{where}preprocess gives {pre.in_chans} channels, expected in_chans={in_chans}"
