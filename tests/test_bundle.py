@@ -50,6 +50,16 @@ except ImportError:  # until hvx.preprocess / hvx.postprocess land on main
         np_threshold: float = 0.5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These tests run small convolutions; on a shared 2-core box two OpenMP
+    # threads per process oversubscribe the cores and run 10x slower than one.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _config_classes(monkeypatch):
     if not _REAL_CONFIGS:
