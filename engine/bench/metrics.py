@@ -86,16 +86,15 @@ def _true_tiles_consep(n: int, rng: np.random.Generator, folder: Path) -> np.nda
 
 
 def _true_tiles_synthetic(n: int, rng: np.random.Generator) -> np.ndarray:
-    yy, xx = np.mgrid[:_SIZE, :_SIZE]
-    out = np.zeros((n, _SIZE, _SIZE, 2), np.int32)
+    yy, xx = np.mgrid[-7:8, -7:8]
+    out = np.zeros((n, _SIZE + 14, _SIZE + 14, 2), np.int32)
     for k in range(n):
         for i in range(1, 101):  # later discs occlude earlier ones (fragments)
             cy, cx = rng.integers(0, _SIZE, 2)
-            r = rng.uniform(3, 7)
-            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-            out[k, disc, 0] = i
-            out[k, disc, 1] = rng.integers(1, 7)
-    return out
+            disc = yy**2 + xx**2 <= rng.uniform(3, 7) ** 2
+            win = out[k, cy : cy + 15, cx : cx + 15]
+            win[disc] = (i, rng.integers(1, 7))
+    return np.ascontiguousarray(out[:, 7:-7, 7:-7])
 
 
 def _perturb(true: np.ndarray, rng: np.random.Generator) -> np.ndarray:
