@@ -88,7 +88,7 @@ def main() -> None:
 
     doc = {
         "benchmark": "issue 3: CoNiC conic_scores, hvx._native (1 thread) vs NumPy reference twin",
-        "provenance": harness.provenance(),
+        "provenance": {**harness.provenance(), "numpy": np.__version__},
         "inputs": {
             "tiles": args.n,
             "size": [256, 256],

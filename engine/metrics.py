@@ -151,7 +151,7 @@ def _as_labels(a, name: str, fn: str) -> np.ndarray:
                 f"{fn}: expected integer values in {name}, got non-integer floats "
                 f"(e.g. {a[frac].flat[0]!r})"
             )
-        if a.size and (a.max() > _INT64_MAX or a.min() < -_INT64_MAX):
+        if a.size and (a.max() >= 2.0**63 or a.min() < -(2.0**63)):
             raise ValueError(f"{fn}: expected {name} values within int64, got {a.max()!r}")
         return a.astype(np.int64)
     raise ValueError(f"{fn}: expected an integer array for {name}, got dtype {a.dtype}")

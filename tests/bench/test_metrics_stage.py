@@ -17,7 +17,7 @@ def test_synthetic_pairs_are_conic_like():
 
 
 def test_consep_pairs_have_about_100_nuclei(consep_dir):
-    true, pred, source = stage.make_conic_pairs(2, seed=2, folder=consep_dir)
+    true, _, source = stage.make_conic_pairs(2, seed=2, folder=consep_dir)
     assert source == "consep"
     for t in true:
         assert 70 <= np.unique(t[..., 0]).size - 1 <= 120
