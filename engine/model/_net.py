@@ -120,6 +120,7 @@ class HoVerNet(nn.Module):
 
     Attributes:
         variant: Variant name.
+        spec: Its :class:`VariantSpec` (stored as ``architecture`` in model bundles).
         in_chans: Input channels (6 or 3).
         num_types: Type classes including background (type 0).
         size_multiple: Input H and W must be multiples of this (8 for stride-1
