@@ -107,7 +107,9 @@ def _apply_rows(batch, luts, grid_x, grid_y, inv_tw, inv_th, sdiv, table, six, o
         y = item - n * h
         src = batch[n, y]
         if six:
-            _six_row(src, luts[n], grid_x, grid_y, inv_th, y, ind1, ind2, xa, xa1, sdiv, table, out[n])
+            _six_row(
+                src, luts[n], grid_x, grid_y, inv_th, y, ind1, ind2, xa, xa1, sdiv, table, out[n]
+            )
         else:
             for x in range(w):
                 for c in range(3):
@@ -170,7 +172,5 @@ def preprocess_numba(batch: np.ndarray, config) -> np.ndarray:
         _clahe_luts(
             batch, ymap, xmap, geo.grid_x, geo.tile_h, geo.tile_w, geo.clip, geo.lut_scale, luts
         )
-    _apply_rows(
-        batch, luts, geo.grid_x, geo.grid_y, geo.inv_tw, geo.inv_th, SDIV, table, six, out
-    )
+    _apply_rows(batch, luts, geo.grid_x, geo.grid_y, geo.inv_tw, geo.inv_th, SDIV, table, six, out)
     return out

@@ -16,9 +16,7 @@ import numpy as np
 MAGIC = 12582912.0  # 1.5 * 2**23
 
 #: OpenCV ``COLOR_RGB2HSV`` 8-bit: ``S = (diff * SDIV[V] + 2048) >> 12``.
-SDIV = np.array(
-    [0] + [int(np.rint((255 << 12) / float(i))) for i in range(1, 256)], dtype=np.int32
-)
+SDIV = np.array([0] + [int(np.rint((255 << 12) / float(i))) for i in range(1, 256)], dtype=np.int32)
 
 #: Output channel order of the "6ch" mode (SPEC §7a, paper Fig. 1).
 CHANNELS_6CH = ("B", "G", "R", "S", "Cr", "Cb")

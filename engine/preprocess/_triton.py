@@ -175,10 +175,7 @@ def _clahe_apply_kernel(
     n = tl.program_id(0).to(tl.int64)
     plane = H * W
     x_img = x_ptr + n * stride_n
-    if SIX:
-        out_img = out_ptr + n * 6 * plane
-    else:
-        out_img = out_ptr + n * 3 * plane
+    out_img = out_ptr + n * (6 if SIX else 3) * plane
     lut_img = lut_ptr + n * 3 * N_TILES * 256
     for k in range(0, BLOCKS_PER_PROG):
         idx = (tl.program_id(1) * BLOCKS_PER_PROG + k) * BLOCK + tl.arange(0, BLOCK)
@@ -256,11 +253,14 @@ def clahe_stack(
         x: Tensor[N, H, W, 3] uint8 RGB, any strides, N, H, W >= 1.
         table: Tensor[C, 256] float32, ``table[c, v]`` = output value of plane value v.
         sdiv: Tensor[256] int32, OpenCV's HSV ``sdiv`` table.
-        grid_x, grid_y: CLAHE tiles across and down.
-        tile_w, tile_h: Tile size in the padded image.
+        grid_x: CLAHE tiles across.
+        grid_y: CLAHE tiles down.
+        tile_w: Tile width in the padded image.
+        tile_h: Tile height in the padded image.
         clip: Integer histogram clip limit.
         lut_scale: float32(255 / tile area).
-        inv_tw, inv_th: float32(1 / tile_w), float32(1 / tile_h).
+        inv_tw: float32(1 / tile_w).
+        inv_th: float32(1 / tile_h).
         six: True for the 6-channel mode, False for "rgb" (C = 3, no CLAHE).
         out_dtype: Output dtype (float32, float16 or bfloat16).
 
