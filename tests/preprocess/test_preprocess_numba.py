@@ -54,7 +54,7 @@ def test_a_batch_of_real_tiles_matches_opencv(real_tiles):
 
 def test_colour_stage_matches_opencv_on_every_rgb_colour():
     """With identity LUTs the interpolation returns the pixel: S, Cr, Cb on all 2**24 colours."""
-    luts = np.broadcast_to(np.arange(256, dtype=np.uint8), (1, 3, 1, 256)).copy()
+    luts = np.broadcast_to(np.arange(256, dtype=np.float32), (1, 3, 1, 256)).copy()
     table = norm_table(6, None, None)
     one = np.float32(1.0)
     out = np.empty((1, 6, 1024, 1024), np.float32)
@@ -62,7 +62,7 @@ def test_colour_stage_matches_opencv_on_every_rgb_colour():
         code = np.arange(chunk << 20, (chunk + 1) << 20, dtype=np.int64)
         img = np.stack([code >> 16, (code >> 8) & 255, code & 255], -1).astype(np.uint8)
         img = img.reshape(1, 1024, 1024, 3)
-        _apply_rows(img, luts, 1, 1, one / 1024, one / 1024, SDIV, table, True, out)
+        _apply_rows(img, luts, 1, 1, one / 1024, one / 1024, SDIV, table, True, True, out)
         got = np.rint(out[0, 3:] * 255).astype(np.uint8)
         s = cv2.cvtColor(img[0], cv2.COLOR_RGB2HSV)[..., 1]
         crcb = cv2.cvtColor(img[0], cv2.COLOR_RGB2YCrCb)[..., 1:].transpose(2, 0, 1)
