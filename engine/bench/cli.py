@@ -7,10 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from hvx.bench import harness
+from hvx.bench import harness, preprocess
 
 # Stage modules, in run order. Each has NAME, HELP and run(ctx) -> list[Record].
-_STAGES: tuple = ()
+_STAGES: tuple = (preprocess,)
 
 
 def _csv_ints(text: str) -> list[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -18,19 +17,6 @@ def _mosaic(tiles: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.ascontiguousarray(
         grid.transpose(0, 2, 1, 3, 4).reshape(rows * 256, cols * 256, 3)[:h, :w]
     )
-
-
-@pytest.fixture
-def consep_dir() -> Path:
-    """The shared CoNSeP folder (as tests/conftest.py), or ``$HVX_CONSEP_DIR`` when set.
-
-    The override lets a git worktree outside the project root use the data.
-    """
-    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "consep"
-    path = Path(os.environ.get("HVX_CONSEP_DIR") or root)
-    if not (path / "labels.npz").exists():
-        pytest.skip(f"real CoNSeP tiles not found at {path} (developer/CI data only)")
-    return path
 
 
 @pytest.fixture

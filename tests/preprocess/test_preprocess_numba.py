@@ -4,9 +4,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from numba import njit
 
 from hvx.preprocess import PreprocessConfig, preprocess
-from hvx.preprocess._numba import _apply_rows
+from hvx.preprocess._numba import _row, _x_weights
 from hvx.preprocess._params import SDIV, norm_table
 from hvx.preprocess.reference import planes_ref, preprocess_ref
 
@@ -52,25 +53,53 @@ def test_a_batch_of_real_tiles_matches_opencv(real_tiles):
         assert_planes_equal(planes_of(preprocess(b, cfg, impl="numba")), planes_ref(b, cfg))
 
 
+@njit(cache=False)
+def _rows_with_luts(img, luts, sdiv, table, out):
+    """Pass 2 alone over img[H, W, 3] with the given LUTs[3, 1, 256] (grid 1x1)."""
+    h, w = img.shape[0], img.shape[1]
+    xw = _x_weights(w, np.float32(1.0) / np.float32(w), 1)
+    q = np.empty((3, w), dtype=np.int32)
+    for y in range(h):
+        _row(
+            img[y],
+            luts,
+            y,
+            xw,
+            1,
+            1,
+            np.float32(1.0) / np.float32(h),
+            sdiv,
+            table,
+            True,
+            True,
+            q,
+            out,
+        )
+
+
 def test_colour_stage_matches_opencv_on_every_rgb_colour():
     """With identity LUTs the interpolation returns the pixel: S, Cr, Cb on all 2**24 colours."""
-    luts = np.broadcast_to(np.arange(256, dtype=np.float32), (1, 3, 1, 256)).copy()
+    luts = np.broadcast_to(np.arange(256, dtype=np.float32), (3, 1, 256)).copy()
     table = norm_table(6, None, None)
-    one = np.float32(1.0)
-    out = np.empty((1, 6, 1024, 1024), np.float32)
+    out = np.empty((6, 1024, 1024), np.float32)
     for chunk in range(16):
         code = np.arange(chunk << 20, (chunk + 1) << 20, dtype=np.int64)
         img = np.stack([code >> 16, (code >> 8) & 255, code & 255], -1).astype(np.uint8)
-        img = img.reshape(1, 1024, 1024, 3)
-        _apply_rows(img, luts, 1, 1, one / 1024, one / 1024, SDIV, table, True, True, out)
-        got = np.rint(out[0, 3:] * 255).astype(np.uint8)
-        s = cv2.cvtColor(img[0], cv2.COLOR_RGB2HSV)[..., 1]
-        crcb = cv2.cvtColor(img[0], cv2.COLOR_RGB2YCrCb)[..., 1:].transpose(2, 0, 1)
-        assert np.array_equal(got[0], s), f"S differs in chunk {chunk}"
-        assert np.array_equal(got[1:], crcb), f"Cr/Cb differ in chunk {chunk}"
-        assert np.array_equal(
-            np.rint(out[0, :3] * 255).astype(np.uint8), img[0, ..., ::-1].transpose(2, 0, 1)
-        )
+        img = img.reshape(1024, 1024, 3)
+        _rows_with_luts(img, luts, SDIV, table, out)
+        got = np.rint(out * 255).astype(np.uint8)
+        assert np.array_equal(got[:3], img[..., ::-1].transpose(2, 0, 1))
+        assert np.array_equal(got[3], cv2.cvtColor(img, cv2.COLOR_RGB2HSV)[..., 1]), chunk
+        crcb = cv2.cvtColor(img, cv2.COLOR_RGB2YCrCb)[..., 1:].transpose(2, 0, 1)
+        assert np.array_equal(got[4:], crcb), f"Cr/Cb differ in chunk {chunk}"
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_fused_and_two_pass_drivers_agree(rand, n):
+    """Batches below 2 images per thread take the two-pass driver, others the fused one."""
+    b = rand(11, n, 40, 56)
+    cfg = PreprocessConfig(tile_grid=(3, 5))
+    assert_planes_equal(planes_of(preprocess(b, cfg, impl="numba")), planes_ref(b, cfg))
 
 
 def test_float_output_equals_the_reference_exactly(rand):
