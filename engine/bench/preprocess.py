@@ -66,14 +66,17 @@ def bytes_per_tile(h: int, w: int, channels: int, out_bytes: int, n_tiles: int) 
     return h * w * (3 + 3 + channels * out_bytes) + 2 * 3 * n_tiles * 256
 
 
-def _set_threads(threads: int) -> None:
+def _set_threads(threads: int) -> int:
+    """Sets numba, OpenCV and torch to ``threads``; returns the previous numba count."""
     import cv2
     import numba
     import torch
 
+    before = numba.get_num_threads()
     numba.set_num_threads(threads)
     cv2.setNumThreads(threads)
     torch.set_num_threads(threads)
+    return before
 
 
 def _copy_bandwidth_gbs() -> float:
@@ -87,13 +90,24 @@ def _copy_bandwidth_gbs() -> float:
 
 
 def run(ctx: harness.BenchContext) -> list[harness.Record]:
-    """Measures every batch size of ``ctx``; returns numba/triton and reference records."""
+    """Measures every batch size of ``ctx``; returns numba/triton and reference records.
+
+    Thread counts (numba, OpenCV, torch) are set to ``ctx.options["threads"]``
+    (default: all cores) for the run and restored after.
+    """
+    threads = int(ctx.options.get("threads") or os.cpu_count() or 1)
+    before = _set_threads(threads)
+    try:
+        return _run(ctx, threads)
+    finally:
+        _set_threads(before)
+
+
+def _run(ctx: harness.BenchContext, threads: int) -> list[harness.Record]:
     import torch
 
     from hvx.preprocess import PreprocessConfig, preprocess
 
-    threads = int(ctx.options.get("threads") or os.cpu_count() or 1)
-    _set_threads(threads)
     cfg = PreprocessConfig()
     cuda = ctx.device == "cuda"
     copy_gbs = _copy_bandwidth_gbs() if cuda else None

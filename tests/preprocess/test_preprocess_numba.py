@@ -34,9 +34,9 @@ def assert_planes_equal(got: np.ndarray, want: np.ndarray) -> None:
 @pytest.mark.parametrize("size", SIZES, ids=str)
 def test_random_images_match_opencv(rand, size, grid, clip):
     cfg = PreprocessConfig(clip_limit=clip, tile_grid=grid)
-    b = rand(hash((size, grid)) % 1000, 2, *size)
+    b = rand(hash((size, grid)) % 1000, 1 if size[0] > 300 else 2, *size)
     out = preprocess(b, cfg, impl="numba")
-    assert out.shape == (2, 6, *size) and out.dtype == torch.float32
+    assert out.shape == (len(b), 6, *size) and out.dtype == torch.float32
     assert_planes_equal(planes_of(out), planes_ref(b, cfg))
 
 
