@@ -11,12 +11,42 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import time
 from pathlib import Path
+
+import numpy as np
 
 from hvx.bench import harness
 from hvx.bench import preprocess as stage
+from hvx.preprocess import PreprocessConfig, preprocess
 
 ROOT = Path(__file__).resolve().parent
+
+
+def cpu_times(batch: int, threads: int, repeats: int) -> dict:
+    """CPU time (process_time, all threads) per call, interleaved: robust to other jobs."""
+    tiles, _ = stage.load_tiles(batch, 256)
+    cfg = PreprocessConfig()
+    before = stage._set_threads(threads)
+    try:
+        calls = {
+            "numba": lambda: preprocess(tiles, cfg, impl="numba"),
+            "reference": lambda: preprocess(tiles, cfg, impl="reference"),
+        }
+        samples: dict[str, list[float]] = {k: [] for k in calls}
+        for fn in calls.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in calls.items():
+                t0 = time.process_time()
+                fn()
+                samples[name].append((time.process_time() - t0) * 1e3)
+    finally:
+        stage._set_threads(before)
+    out = {k: {"median_ms": float(np.median(v)), "min_ms": min(v)} for k, v in samples.items()}
+    out["ratio_median"] = out["reference"]["median_ms"] / out["numba"]["median_ms"]
+    return out
 
 
 def main() -> int:
@@ -34,6 +64,7 @@ def main() -> int:
         device="cpu",
         options={"threads": args.threads},
     )
+    load_before = os.getloadavg()
     records = stage.run(ctx)
     for r in records:
         t = r.timing
@@ -43,6 +74,11 @@ def main() -> int:
             f"(p20 {t.p20_ms:.1f}, p80 {t.p80_ms:.1f}, min {t.min_ms:.1f}), "
             f"{r.tiles_per_s:7.1f} tiles/s{ratio}"
         )
+    cpu = cpu_times(args.batch, args.threads, args.repeats)
+    print(
+        f"CPU time per call (all threads): numba {cpu['numba']['median_ms']:.1f} ms, "
+        f"reference {cpu['reference']['median_ms']:.1f} ms -> {cpu['ratio_median']:.2f}x"
+    )
     date = dt.datetime.now(dt.UTC).date().isoformat()
     out = Path(args.out) if args.out else ROOT / "results" / f"preprocess-cpu-{date}.json"
     fast = records[-1]
@@ -50,8 +86,11 @@ def main() -> int:
         "benchmark": "preprocess-cpu",
         "what": "hvx.preprocess impl='numba' vs impl='reference' (OpenCV), same tiles",
         "threads": args.threads,
+        "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
+        "note": "shared 2-core machine: other jobs ran at the same time (see load average)",
         "speedup_median": fast.speedup,
         "speedup_min": records[0].timing.min_ms / fast.timing.min_ms,
+        "cpu_time_per_call": cpu,
         "provenance": harness.provenance(),
         "peak_rss_mb": harness.peak_rss_mb(),
         "records": [r.to_json() for r in records],

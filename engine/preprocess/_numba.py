@@ -150,8 +150,7 @@ def _row(src, luts, y, xw, grid_x, grid_y, inv_th, sdiv, table, six, scaled, q, 
         _store(out, 5, y, x, cb, table, scaled)
 
 
-@njit(parallel=True, cache=True)
-def _fused_per_image(batch, maps, geo, sdiv, table, six, scaled, luts, out):
+def _fused_per_image_py(batch, maps, geo, sdiv, table, six, scaled, luts, out):
     """Both passes fused, one image per task: the image stays in cache between them."""
     ymap, xmap = maps
     grid_x, grid_y, tile_h, tile_w, clip, lut_scale, inv_tw, inv_th = geo
@@ -169,8 +168,7 @@ def _fused_per_image(batch, maps, geo, sdiv, table, six, scaled, luts, out):
             )
 
 
-@njit(parallel=True, cache=True)
-def _two_pass(batch, maps, geo, sdiv, table, six, scaled, luts, out):
+def _two_pass_py(batch, maps, geo, sdiv, table, six, scaled, luts, out):
     """Parallel over (image, tile), then over (image, row): for batches of 1 or 2."""
     ymap, xmap = maps
     grid_x, grid_y, tile_h, tile_w, clip, lut_scale, inv_tw, inv_th = geo
@@ -189,6 +187,15 @@ def _two_pass(batch, maps, geo, sdiv, table, six, scaled, luts, out):
         _row(
             batch[n, y], luts[n], y, xw, grid_x, grid_y, inv_th, sdiv, table, six, scaled, q, out[n]
         )
+
+
+_fused_per_image = njit(parallel=True, cache=True)(_fused_per_image_py)
+_two_pass = njit(parallel=True, cache=True)(_two_pass_py)
+#: The same passes compiled without threads (prange runs as range): small
+#: inputs, where a parallel region's start/barrier costs more than it saves
+#: (and, on an oversubscribed machine, can wait a whole scheduler time slice).
+_serial = njit(cache=True)(_two_pass_py)
+_SERIAL_MAX_PIXELS = 1 << 16  # one 256 x 256 tile (~2 ms on one core)
 
 
 def preprocess_numba(batch: np.ndarray, config) -> np.ndarray:
@@ -210,6 +217,11 @@ def preprocess_numba(batch: np.ndarray, config) -> np.ndarray:
     luts = np.empty((n, 3, geo.n_tiles if six else 1, 256), dtype=np.float32)
     g = (geo.grid_x, geo.grid_y, geo.tile_h, geo.tile_w, geo.clip, geo.lut_scale)
     g += (geo.inv_tw, geo.inv_th)
-    run = _fused_per_image if n >= 2 * numba.get_num_threads() else _two_pass
+    if n * h * w <= _SERIAL_MAX_PIXELS or numba.get_num_threads() == 1:
+        run = _serial
+    elif n >= 2 * numba.get_num_threads():
+        run = _fused_per_image
+    else:
+        run = _two_pass
     run(batch, geo.padded_to_source(), g, SDIV, table, six, not config.normalised, luts, out)
     return out

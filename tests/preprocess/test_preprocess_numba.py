@@ -94,12 +94,25 @@ def test_colour_stage_matches_opencv_on_every_rgb_colour():
         assert np.array_equal(got[4:], crcb), f"Cr/Cb differ in chunk {chunk}"
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 8])
-def test_fused_and_two_pass_drivers_agree(rand, n):
-    """Batches below 2 images per thread take the two-pass driver, others the fused one."""
-    b = rand(11, n, 40, 56)
+@pytest.mark.parametrize(
+    ("shape", "driver"),
+    [((1, 40, 56), "_serial"), ((1, 300, 300), "_two_pass"), ((8, 100, 100), "_fused_per_image")],
+)
+def test_every_driver_matches_opencv(rand, monkeypatch, shape, driver):
+    """Tiny inputs run serially, < 2 images per thread two-pass, bigger batches fused."""
+    import numba
+
+    from hvx.preprocess import _numba
+
+    if numba.get_num_threads() < 2 and driver != "_serial":
+        pytest.skip("one numba thread: everything runs serially")
+    used = []
+    real = getattr(_numba, driver)
+    monkeypatch.setattr(_numba, driver, lambda *a: used.append(driver) or real(*a))
+    b = rand(11, *shape)
     cfg = PreprocessConfig(tile_grid=(3, 5))
     assert_planes_equal(planes_of(preprocess(b, cfg, impl="numba")), planes_ref(b, cfg))
+    assert used == [driver]
 
 
 def test_float_output_equals_the_reference_exactly(rand):
