@@ -30,6 +30,7 @@ from hvx.preprocess._params import MAGIC, SDIV, ClaheGeometry, norm_table
 
 __all__ = ["preprocess_numba"]
 
+_ROWS = 16  # rows per task of the two-pass driver's second pass
 _F05 = np.float32(0.5)
 _F1 = np.float32(1.0)
 _F255 = np.float32(255.0)
@@ -169,7 +170,7 @@ def _fused_per_image_py(batch, maps, geo, sdiv, table, six, scaled, luts, out):
 
 
 def _two_pass_py(batch, maps, geo, sdiv, table, six, scaled, luts, out):
-    """Parallel over (image, tile), then over (image, row): for batches of 1 or 2."""
+    """Parallel over (image, tile), then over (image, 16-row chunk): small batches."""
     ymap, xmap = maps
     grid_x, grid_y, tile_h, tile_w, clip, lut_scale, inv_tw, inv_th = geo
     n_img, h, w = batch.shape[0], batch.shape[1], batch.shape[2]
@@ -180,13 +181,14 @@ def _two_pass_py(batch, maps, geo, sdiv, table, six, scaled, luts, out):
             t = item - n * n_tiles
             _tile_luts(batch[n], ymap, xmap, grid_x, tile_h, tile_w, clip, lut_scale, t, luts[n])
     xw = _x_weights(w, inv_tw, grid_x)
-    for item in prange(n_img * h):
-        n = item // h
-        y = item - n * h
+    chunks = (h + _ROWS - 1) // _ROWS
+    for item in prange(n_img * chunks):
+        n = item // chunks
+        y0 = (item - n * chunks) * _ROWS
         q = np.empty((3, w), dtype=np.int32)
-        _row(
-            batch[n, y], luts[n], y, xw, grid_x, grid_y, inv_th, sdiv, table, six, scaled, q, out[n]
-        )
+        img, lut, o = batch[n], luts[n], out[n]
+        for y in range(y0, min(y0 + _ROWS, h)):
+            _row(img[y], lut, y, xw, grid_x, grid_y, inv_th, sdiv, table, six, scaled, q, o)
 
 
 _fused_per_image = njit(parallel=True, cache=True)(_fused_per_image_py)
@@ -194,7 +196,7 @@ _two_pass = njit(parallel=True, cache=True)(_two_pass_py)
 #: The same passes compiled without threads (prange runs as range): small
 #: inputs, where a parallel region's start/barrier costs more than it saves
 #: (and, on an oversubscribed machine, can wait a whole scheduler time slice).
-_serial = njit(cache=True)(_two_pass_py)
+_serial = njit(cache=True)(_fused_per_image_py)
 _SERIAL_MAX_PIXELS = 1 << 16  # one 256 x 256 tile (~2 ms on one core)
 
 
