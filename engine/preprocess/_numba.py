@@ -8,9 +8,9 @@ bilinear LUT interpolation of R, G, B in float32 in OpenCV's operation order
 into a row buffer, then HSV-S and YCrCb with OpenCV's integer formulas and the
 output scaling, written straight into the (N, C, H, W) output.
 
-Batches of at least two images per thread run both passes fused per image
-(:func:`_fused_per_image`: the image is still in cache for pass 2); smaller
-batches run each pass parallel over tiles, then rows (:func:`_two_pass`).
+Inputs up to one 256x256 tile run on the calling thread (:func:`_serial`);
+larger ones run pass 1 parallel over (image, tile), then pass 2 over (image,
+16-row chunk) (:func:`_two_pass`).
 
 All float arithmetic is float32 and never fused (numba does not contract
 mul + add without fastmath), as in OpenCV's scalar CLAHE code. Indices are
@@ -151,26 +151,30 @@ def _row(src, luts, y, xw, grid_x, grid_y, inv_th, sdiv, table, six, scaled, q, 
         _store(out, 5, y, x, cb, table, scaled)
 
 
-def _fused_per_image_py(batch, maps, geo, sdiv, table, six, scaled, luts, out):
-    """Both passes fused, one image per task: the image stays in cache between them."""
+@njit(cache=True)
+def _serial(batch, maps, geo, sdiv, table, six, scaled, luts, out):
+    """Both passes per image on the calling thread (tiny inputs).
+
+    There a parallel region's start and barrier cost more than the work (and,
+    on an oversubscribed machine, can wait a whole scheduler time slice).
+    """
     ymap, xmap = maps
     grid_x, grid_y, tile_h, tile_w, clip, lut_scale, inv_tw, inv_th = geo
     h, w = batch.shape[1], batch.shape[2]
     xw = _x_weights(w, inv_tw, grid_x)
-    for n in prange(batch.shape[0]):
-        img = batch[n]
+    q = np.empty((3, w), dtype=np.int32)
+    for n in range(batch.shape[0]):
+        img, lut, o = batch[n], luts[n], out[n]
         if six:
             for t in range(luts.shape[2]):
-                _tile_luts(img, ymap, xmap, grid_x, tile_h, tile_w, clip, lut_scale, t, luts[n])
-        q = np.empty((3, w), dtype=np.int32)
+                _tile_luts(img, ymap, xmap, grid_x, tile_h, tile_w, clip, lut_scale, t, lut)
         for y in range(h):
-            _row(
-                img[y], luts[n], y, xw, grid_x, grid_y, inv_th, sdiv, table, six, scaled, q, out[n]
-            )
+            _row(img[y], lut, y, xw, grid_x, grid_y, inv_th, sdiv, table, six, scaled, q, o)
 
 
-def _two_pass_py(batch, maps, geo, sdiv, table, six, scaled, luts, out):
-    """Parallel over (image, tile), then over (image, 16-row chunk): small batches."""
+@njit(parallel=True, cache=True)
+def _two_pass(batch, maps, geo, sdiv, table, six, scaled, luts, out):
+    """Parallel over (image, tile), then over (image, 16-row chunk)."""
     ymap, xmap = maps
     grid_x, grid_y, tile_h, tile_w, clip, lut_scale, inv_tw, inv_th = geo
     n_img, h, w = batch.shape[0], batch.shape[1], batch.shape[2]
@@ -191,12 +195,6 @@ def _two_pass_py(batch, maps, geo, sdiv, table, six, scaled, luts, out):
             _row(img[y], lut, y, xw, grid_x, grid_y, inv_th, sdiv, table, six, scaled, q, o)
 
 
-_fused_per_image = njit(parallel=True, cache=True)(_fused_per_image_py)
-_two_pass = njit(parallel=True, cache=True)(_two_pass_py)
-#: The same passes compiled without threads (prange runs as range): small
-#: inputs, where a parallel region's start/barrier costs more than it saves
-#: (and, on an oversubscribed machine, can wait a whole scheduler time slice).
-_serial = njit(cache=True)(_fused_per_image_py)
 _SERIAL_MAX_PIXELS = 1 << 16  # one 256 x 256 tile (~2 ms on one core)
 
 
@@ -219,11 +217,7 @@ def preprocess_numba(batch: np.ndarray, config) -> np.ndarray:
     luts = np.empty((n, 3, geo.n_tiles if six else 1, 256), dtype=np.float32)
     g = (geo.grid_x, geo.grid_y, geo.tile_h, geo.tile_w, geo.clip, geo.lut_scale)
     g += (geo.inv_tw, geo.inv_th)
-    if n * h * w <= _SERIAL_MAX_PIXELS or numba.get_num_threads() == 1:
-        run = _serial
-    elif n >= 2 * numba.get_num_threads():
-        run = _fused_per_image
-    else:
-        run = _two_pass
+    tiny = n * h * w <= _SERIAL_MAX_PIXELS or numba.get_num_threads() == 1
+    run = _serial if tiny else _two_pass
     run(batch, geo.padded_to_source(), g, SDIV, table, six, not config.normalised, luts, out)
     return out

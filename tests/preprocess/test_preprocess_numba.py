@@ -96,10 +96,15 @@ def test_colour_stage_matches_opencv_on_every_rgb_colour():
 
 @pytest.mark.parametrize(
     ("shape", "driver"),
-    [((1, 40, 56), "_serial"), ((1, 300, 300), "_two_pass"), ((8, 100, 100), "_fused_per_image")],
+    [
+        ((1, 40, 56), "_serial"),
+        ((3, 7, 9), "_serial"),
+        ((1, 300, 300), "_two_pass"),
+        ((8, 100, 100), "_two_pass"),
+    ],
 )
 def test_every_driver_matches_opencv(rand, monkeypatch, shape, driver):
-    """Tiny inputs run serially, < 2 images per thread two-pass, bigger batches fused."""
+    """Inputs up to one 256x256 tile run serially, larger ones in parallel."""
     import numba
 
     from hvx.preprocess import _numba
