@@ -251,7 +251,7 @@ static void bind_postprocess(py::module_& m) {
     hvx::pp::open_ellipse(out.mutable_data(), x.shape(0), x.shape(1), k);
     return out;
   });
-  m.def("_pp_watershed", [](f64arr image, i32arr markers, u8arr mask) {
+  m.def("_pp_watershed", [](f64arr image, i32arr markers, u8arr mask, bool exact_heap) {
     require(image.ndim() == 2, "image", image);
     require(markers.ndim() == 2 && markers.shape(0) == image.shape(0) &&
                 markers.shape(1) == image.shape(1), "markers", markers);
@@ -260,9 +260,9 @@ static void bind_postprocess(py::module_& m) {
     py::array_t<int32_t> out({image.shape(0), image.shape(1)});
     std::memcpy(out.mutable_data(), markers.data(), markers.size() * sizeof(int32_t));
     hvx::pp::watershed(image.data(), mask.data(), image.shape(0), image.shape(1),
-                       out.mutable_data());
+                       out.mutable_data(), exact_heap);
     return out;
-  });
+  }, py::arg("image"), py::arg("markers"), py::arg("mask"), py::arg("exact_heap") = false);
 }
 
 PYBIND11_MODULE(_native, m) {

@@ -18,8 +18,6 @@
 namespace hvx {
 namespace pp {
 
-void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
-                      int64_t Wp);
 
 void validate_params(const Params& p) {
   if (!(p.np_threshold == p.np_threshold)) {

@@ -83,8 +83,12 @@ void fill_holes(uint8_t* mask, int64_t H, int64_t W);
 void open_ellipse(uint8_t* mask, int64_t H, int64_t W, int k);
 // skimage.segmentation.watershed(image, markers, mask=mask) (connectivity 1),
 // markers already zero outside mask; labels: in = markers, out = result.
+// exact_heap = true skips the rank-queue fast path (for tests).
 void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W,
-               int32_t* labels);
+               int32_t* labels, bool exact_heap = false);
+// The same on (H + 2) x (W + 2) arrays with a zero mask border (no copies).
+void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                      int64_t Wp, bool exact_heap = false);
 
 }  // namespace pp
 }  // namespace hvx

@@ -140,7 +140,10 @@ def instance_table_ref(inst: np.ndarray, type_map: np.ndarray) -> list[_Row]:
         One record per kept instance, ascending id.
     """
     rows = []
-    for inst_id in np.unique(inst)[1:]:
+    ids = np.unique(inst)
+    # hover_net iterates unique(inst)[1:], which drops the smallest id when the
+    # image has no background pixel; hvx keeps every id > 0 (SPEC §3b intent).
+    for inst_id in ids[ids > 0]:
         m = inst == inst_id
         rr = np.nonzero(m.any(axis=1))[0]
         cc = np.nonzero(m.any(axis=0))[0]
