@@ -98,17 +98,14 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   resize(ws.g, n), resize(ws.marker, n);
   double* g = ws.g.data();
   uint8_t* marker = ws.marker.data();
-  for (int64_t i = 0; i < n; ++i) {
-    if (!fg[i]) {
-      g[i] = 0.0;
-      marker[i] = 0;
-      continue;
-    }
-    float a = 1.0f - nsh[i], b = 1.0f - nsv[i];
-    double o = static_cast<double>(std::max(a, b));
-    if (o < 0.0) o = 0.0;
-    g[i] = 1.0 - o;
-    marker[i] = o >= p.marker_threshold ? 0 : 1;
+  const double thr = p.marker_threshold;
+  for (int64_t i = 0; i < n; ++i) {  // branch-free: vectorises
+    const float a = 1.0f - nsh[i], b = 1.0f - nsv[i];
+    double o = static_cast<double>(a > b ? a : b);
+    o = o < 0.0 ? 0.0 : o;
+    const bool f = fg[i] != 0;
+    g[i] = f ? 1.0 - o : 0.0;
+    marker[i] = static_cast<uint8_t>(f && !(o >= thr));
   }
   fill_holes(marker, H, W);
   open_ellipse(marker, H, W, p.opening_ksize);
@@ -116,10 +113,8 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   // Marker labels (raster order), small ones removed, masked by the foreground.
   resize(ws.lab, n);
   int32_t* lab = ws.lab.data();
-  const int32_t nlab = label4(marker, H, W, lab);
+  const int32_t nlab = label4(marker, H, W, lab, &ws.counts);
   if (nlab == 0) return;
-  ws.counts.assign(static_cast<size_t>(nlab) + 1, 0);
-  for (int64_t i = 0; i < n; ++i) ws.counts[lab[i]]++;
 
   // Padded relief, mask and labels; the relief is -GaussianBlur(g) on fg pixels.
   const int64_t Hp = H + 2, Wp = W + 2, np_ = Hp * Wp;
@@ -156,12 +151,17 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
 
 void argmax_planes(const float* probs, int64_t C, int64_t H, int64_t W, int32_t* out) {
   const int64_t n = H * W;
-  std::vector<float> best(probs, probs + n);
+  static thread_local std::vector<float> best;
+  best.assign(probs, probs + n);
   std::fill(out, out + n, 0);
   for (int64_t c = 1; c < C; ++c) {
     const float* pc = probs + c * n;
-    for (int64_t i = 0; i < n; ++i) {
-      if (pc[i] > best[i]) best[i] = pc[i], out[i] = static_cast<int32_t>(c);
+    float* b = best.data();
+    const int32_t ci = static_cast<int32_t>(c);
+    for (int64_t i = 0; i < n; ++i) {  // branch-free select: vectorises
+      const bool gt = pc[i] > b[i];
+      b[i] = gt ? pc[i] : b[i];
+      out[i] = gt ? ci : out[i];
     }
   }
 }
@@ -170,20 +170,18 @@ Table instance_table(const int32_t* inst, const int32_t* types, int64_t H, int64
   Table t;
   const int64_t n = H * W;
   t.contour_offsets.push_back(0);
-  int32_t max_id = 0, max_type = 0;
+  int32_t max_id = 0, max_type = 0, min_id = 0, min_type = 0;
   for (int64_t i = 0; i < n; ++i) {
-    if (inst[i] < 0) {
-      throw std::invalid_argument("instance_table: expected instance ids >= 0, got " +
-                                  std::to_string(inst[i]));
-    }
-    max_id = std::max(max_id, inst[i]);
+    max_id = std::max(max_id, inst[i]), min_id = std::min(min_id, inst[i]);
+    max_type = std::max(max_type, types[i]), min_type = std::min(min_type, types[i]);
   }
-  for (int64_t i = 0; i < n; ++i) {
-    if (types[i] < 0) {
-      throw std::invalid_argument("instance_table: expected type ids >= 0, got " +
-                                  std::to_string(types[i]));
-    }
-    max_type = std::max(max_type, types[i]);
+  if (min_id < 0) {
+    throw std::invalid_argument("instance_table: expected instance ids >= 0, got " +
+                                std::to_string(min_id));
+  }
+  if (min_type < 0) {
+    throw std::invalid_argument("instance_table: expected type ids >= 0, got " +
+                                std::to_string(min_type));
   }
   if (max_id == 0) return t;
   // Dense per-id slots when ids are compact enough, else ids are compressed.

@@ -73,7 +73,9 @@ void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double
 // cv2.GaussianBlur(src, (3, 3), 0) for float64 src, BORDER_REFLECT_101.
 void gaussian3_f64(const double* src, int64_t H, int64_t W, double* dst);
 // scipy.ndimage.label (4-connectivity) of mask != 0; returns the number of labels.
-int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels);
+// With `sizes`, (*sizes)[l] = pixels of label l (index 0 unused).
+int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
+               std::vector<int64_t>* sizes = nullptr);
 // Zeroes 4-connected components of mask != 0 with < min_size pixels; returns
 // the number of pixels left.
 int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size);

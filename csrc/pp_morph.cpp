@@ -67,7 +67,8 @@ Runs& runs_ws() {
 
 }  // namespace
 
-int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels) {
+int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
+               std::vector<int64_t>* sizes) {
   Runs& R = runs_ws();
   R.build(mask, H, W, 1);
   std::fill(labels, labels + H * W, 0);
@@ -76,9 +77,14 @@ int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels) {
   // order numbers components by their first pixel in raster order (scipy's order).
   std::vector<int32_t> lab(static_cast<size_t>(nr), 0);
   int32_t next = 0;
+  if (sizes) sizes->assign(1, 0);
   for (int32_t i = 0; i < nr; ++i) {
     const int32_t root = R.find(i);
     lab[i] = root == i ? ++next : lab[root];
+    if (sizes) {
+      if (root == i) sizes->push_back(0);
+      (*sizes)[lab[i]] += R.x1[i] - R.x0[i];
+    }
     int32_t* row = labels + static_cast<int64_t>(R.y[i]) * W;
     std::fill(row + R.x0[i], row + R.x1[i], lab[i]);
   }

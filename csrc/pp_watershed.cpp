@@ -181,12 +181,24 @@ class RankQueue {
   void sort_by_value(const double* img) {
     const size_t m = pix_.size();
     keys_.resize(m), order_.resize(m), tmpk_.resize(m), tmpo_.resize(m);
-    constexpr int B = 11, NB = 1 << B, D = (64 + B - 1) / B;
-    std::vector<uint32_t>& hist = hist_;
-    hist.assign(static_cast<size_t>(D) * NB, 0);
+    constexpr int B = 11, NB = 1 << B;
+    // Only the bits where the keys differ matter: shift the common low zeros out
+    // and count digits up to the highest differing bit (fewer passes).
+    uint64_t diff = 0;
+    const uint64_t k0 = m ? value_key(img[pix_[0]]) : 0;
     for (size_t j = 0; j < m; ++j) {
       const uint64_t k = value_key(img[pix_[j]]);
       keys_[j] = k, order_[j] = pix_[j];
+      diff |= k ^ k0;
+    }
+    if (diff == 0) return;  // all equal: any order
+    const int lo = __builtin_ctzll(diff), hi = 64 - __builtin_clzll(diff);
+    const int D = (hi - lo + B - 1) / B;
+    for (size_t j = 0; j < m; ++j) keys_[j] >>= lo;
+    std::vector<uint32_t>& hist = hist_;
+    hist.assign(static_cast<size_t>(D) * NB, 0);
+    for (size_t j = 0; j < m; ++j) {
+      const uint64_t k = keys_[j];
       for (int d = 0; d < D; ++d) hist[d * NB + ((k >> (d * B)) & (NB - 1))]++;
     }
     for (int d = 0; d < D; ++d) {
@@ -222,8 +234,13 @@ void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int6
   all_markers.clear();
   pix.clear();
   const int64_t n = Hp * Wp;
-  for (int64_t i = Wp; i < n - Wp; ++i)
-    if (mask[i]) pix.push_back(static_cast<uint32_t>(i));
+  pix.resize(static_cast<size_t>(n));
+  size_t cnt = 0;
+  for (int64_t i = Wp; i < n - Wp; ++i) {  // branch-free compaction
+    pix[cnt] = static_cast<uint32_t>(i);
+    cnt += mask[i] != 0;
+  }
+  pix.resize(cnt);
   for (uint32_t i : pix) {
     if (!lab[i]) continue;
     all_markers.push_back(static_cast<uint32_t>(i));

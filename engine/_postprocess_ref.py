@@ -157,16 +157,24 @@ def instance_table_ref(inst: np.ndarray, type_map: np.ndarray) -> list[_Row]:
         cy = mom["m01"] / mom["m00"] + rmin
         contour = contour + np.array([cmin, rmin], dtype=np.int32)
         types, counts = np.unique(type_map[rmin:rmax, cmin:cmax][crop > 0], return_counts=True)
-        order = sorted(zip(types.tolist(), counts.tolist(), strict=True), key=lambda t: t[1],
-                       reverse=True)  # stable: ties keep ascending type id
+        order = sorted(
+            zip(types.tolist(), counts.tolist(), strict=True), key=lambda t: t[1], reverse=True
+        )  # stable: ties keep ascending type id
         t = order[0][0]
         if t == 0 and len(order) > 1:
             t = order[1][0]
         count = dict(order)[t]
         prob = count / (np.sum(crop) + 1.0e-6)
         rows.append(
-            _Row(int(inst_id), int(t), float(prob), (float(cy), float(cx)),
-                 (int(rmin), int(cmin), int(rmax), int(cmax)), int(crop.sum()), contour)
+            _Row(
+                int(inst_id),
+                int(t),
+                float(prob),
+                (float(cy), float(cx)),
+                (int(rmin), int(cmin), int(rmax), int(cmax)),
+                int(crop.sum()),
+                contour,
+            )
         )
     return rows
 
@@ -186,8 +194,9 @@ def conic_pipeline_ref(np_prob, hv, type_map, config=None):
     np2 = cv2.resize(np.asarray(np_prob, np.float32), (0, 0), fx=2, fy=2)
     hv_hwc = np.ascontiguousarray(np.moveaxis(np.asarray(hv, np.float32), 0, -1))
     hv2 = np.moveaxis(cv2.resize(hv_hwc, (0, 0), fx=2, fy=2), -1, 0)
-    tp2 = cv2.resize(np.asarray(type_map, np.float32), (0, 0), fx=2, fy=2,
-                     interpolation=cv2.INTER_NEAREST).astype(np.int32)
+    tp2 = cv2.resize(
+        np.asarray(type_map, np.float32), (0, 0), fx=2, fy=2, interpolation=cv2.INTER_NEAREST
+    ).astype(np.int32)
     inst = instances_from_hv_ref(np2, hv2, config)
     cls = np.zeros_like(inst)
     for row in instance_table_ref(inst, tp2):

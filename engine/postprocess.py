@@ -84,7 +84,9 @@ class PostprocessConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"PostprocessConfig: expected keys from {sorted(known)}, got {unknown}")
+            raise ValueError(
+                f"PostprocessConfig: expected keys from {sorted(known)}, got {unknown}"
+            )
         return cls(**d)
 
 
@@ -252,8 +254,9 @@ def postprocess(
     params = _params(config)
     if config.conic:
         return _conic(a, h, labels, params, threads)
-    inst, type_map, tables = _native().pp_postprocess_batch(a, h, labels, **params,
-                                                            num_threads=threads)
+    inst, type_map, tables = _native().pp_postprocess_batch(
+        a, h, labels, **params, num_threads=threads
+    )
     return BatchResult(inst=inst, type=type_map, tables=[_table_from_native(t) for t in tables])
 
 
@@ -264,13 +267,24 @@ def _conic(a: np.ndarray, h: np.ndarray, labels: np.ndarray, params: dict, threa
     n, height, width = a.shape
     a2 = np.stack([cv2.resize(x, (0, 0), fx=2, fy=2) for x in a])
     h2 = np.stack(
-        [np.moveaxis(cv2.resize(np.ascontiguousarray(np.moveaxis(x, 0, -1)), (0, 0), fx=2, fy=2)
-                     .reshape(2 * height, 2 * width, 2), -1, 0) for x in h]
+        [
+            np.moveaxis(
+                cv2.resize(np.ascontiguousarray(np.moveaxis(x, 0, -1)), (0, 0), fx=2, fy=2).reshape(
+                    2 * height, 2 * width, 2
+                ),
+                -1,
+                0,
+            )
+            for x in h
+        ]
     )
     t2 = np.ascontiguousarray(labels.repeat(2, axis=1).repeat(2, axis=2))  # nearest 2x
     nat = _native()
     inst2, _, tables2 = nat.pp_postprocess_batch(
-        np.ascontiguousarray(a2), np.ascontiguousarray(h2, dtype=np.float32), t2, **params,
+        np.ascontiguousarray(a2),
+        np.ascontiguousarray(h2, dtype=np.float32),
+        t2,
+        **params,
         num_threads=threads,
     )
     inst = np.ascontiguousarray(inst2[:, ::2, ::2])
@@ -280,8 +294,9 @@ def _conic(a: np.ndarray, h: np.ndarray, labels: np.ndarray, params: dict, threa
         t = _table_from_native(tables2[i])
         full = np.zeros((2 * height, 2 * width), np.int32)
         for k in range(len(t)):
-            cv2.drawContours(full, [t.contours[k].reshape(-1, 1, 2)], -1, int(t.type[k]),
-                             thickness=-1)
+            cv2.drawContours(
+                full, [t.contours[k].reshape(-1, 1, 2)], -1, int(t.type[k]), thickness=-1
+            )
         cls[i] = full[::2, ::2]
         tables.append(_table_from_native(nat.pp_instance_table(inst[i], cls[i].astype(np.int32))))
     return BatchResult(inst=inst, type=cls, tables=tables)

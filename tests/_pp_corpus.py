@@ -58,29 +58,59 @@ def special_cases(rng):
     for h, w in [(1, 1), (1, 7), (7, 1), (2, 2), (3, 3), (7, 300), (300, 7), (31, 33), (257, 255)]:
         cases.append((f"odd-{h}x{w}", *smooth_fields(rng, h, w)))
     for h, w in [(1, 1), (16, 16), (64, 48)]:
-        cases.append((f"background-{h}x{w}", np.zeros((h, w), np.float32),
-                      np.zeros((2, h, w), np.float32), np.zeros((h, w), np.int32)))
-        cases.append((f"foreground-const-{h}x{w}", np.ones((h, w), np.float32),
-                      np.full((2, h, w), 0.3, np.float32), np.ones((h, w), np.int32)))
+        cases.append(
+            (
+                f"background-{h}x{w}",
+                np.zeros((h, w), np.float32),
+                np.zeros((2, h, w), np.float32),
+                np.zeros((h, w), np.int32),
+            )
+        )
+        cases.append(
+            (
+                f"foreground-const-{h}x{w}",
+                np.ones((h, w), np.float32),
+                np.full((2, h, w), 0.3, np.float32),
+                np.ones((h, w), np.int32),
+            )
+        )
         np_prob, hv, t = smooth_fields(rng, h, w)
         cases.append((f"foreground-random-hv-{h}x{w}", np.ones((h, w), np.float32), hv, t))
     for v in (0.49, 0.5, 0.51):
-        cases.append((f"constant-np-{v}", np.full((40, 40), v, np.float32),
-                      _smooth(rng, (2, 40, 40), 0).clip(-1, 1), _types(rng, (40, 40))))
+        cases.append(
+            (
+                f"constant-np-{v}",
+                np.full((40, 40), v, np.float32),
+                _smooth(rng, (2, 40, 40), 0).clip(-1, 1),
+                _types(rng, (40, 40)),
+            )
+        )
     # Quantised maps: many exact ties and plateaus in the relief.
     for i in range(6):
         np_prob, hv, t = nuclei_scene(rng, 64, 64, 12, 0.05)
         q = 2.0 ** -(2 + i)
-        cases.append((f"quantised-{i}", np.round(np_prob / q) * q,
-                      (np.round(hv / q) * q).astype(np.float32), t))
+        cases.append(
+            (
+                f"quantised-{i}",
+                np.round(np_prob / q) * q,
+                (np.round(hv / q) * q).astype(np.float32),
+                t,
+            )
+        )
     # Exact HV targets (no noise): symmetric shapes, symmetric relief.
     for i in range(4):
         inst = np.zeros((48, 48), np.int32)
         yy, xx = np.mgrid[:48, :48]
         for k, (cy, cx, r) in enumerate([(14, 14, 7), (14, 28, 7), (32, 20, 9), (33, 38, 4 + i)]):
             inst[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k + 1
-        cases.append((f"exact-targets-{i}", (inst > 0).astype(np.float32), hv_targets(inst),
-                      np.where(inst > 0, inst % 3 + 1, 0).astype(np.int32)))
+        cases.append(
+            (
+                f"exact-targets-{i}",
+                (inst > 0).astype(np.float32),
+                hv_targets(inst),
+                np.where(inst > 0, inst % 3 + 1, 0).astype(np.int32),
+            )
+        )
     return cases
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import cv2
 import numpy as np
 import pytest
@@ -33,7 +35,8 @@ def assert_table_equal(rows, tab):
         np.testing.assert_array_equal(row.contour, tab.contours[k])
 
 
-def check_case(np_prob, hv, types, config=PostprocessConfig()):
+def check_case(np_prob, hv, types, config=None):
+    config = config or PostprocessConfig()
     ref = instances_from_hv_ref(np_prob, hv, config)
     got = instances_from_hv(np_prob, hv, config)
     assert got.dtype == np.int32 and got.shape == np_prob.shape
@@ -59,8 +62,9 @@ def test_normalize_matches_cv2(shape):
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (7, 300), (300, 7), (45, 61)])
 def test_sobel_matches_cv2_bitwise(ksize, shape):
     rng = np.random.default_rng(ksize)
-    x = cv2.normalize(rng.standard_normal(shape).astype(np.float32) ** 3, None, 0, 1,
-                      cv2.NORM_MINMAX, cv2.CV_32F)
+    x = cv2.normalize(
+        rng.standard_normal(shape).astype(np.float32) ** 3, None, 0, 1, cv2.NORM_MINMAX, cv2.CV_32F
+    )
     for dx in (0, 1):
         ref = cv2.Sobel(x, cv2.CV_64F, dx, 1 - dx, ksize=ksize)
         np.testing.assert_array_equal(_native._pp_sobel(x, dx, ksize), ref)
@@ -84,8 +88,9 @@ def test_binary_steps_match_scipy_and_cv2(seed):
     m = (cv2.GaussianBlur(rng.random((h, w)), (0, 0), 1.5) > 0.5).astype(np.uint8)
     for k in (3, 5, 7):
         se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-        np.testing.assert_array_equal(_native._pp_open_ellipse(m, k),
-                                      cv2.morphologyEx(m, cv2.MORPH_OPEN, se))
+        np.testing.assert_array_equal(
+            _native._pp_open_ellipse(m, k), cv2.morphologyEx(m, cv2.MORPH_OPEN, se)
+        )
 
 
 def test_opening_keeps_objects_at_the_image_edge():
@@ -137,8 +142,11 @@ def test_watershed_plateau_two_markers():
 # ---- the whole pipeline ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", synthetic_corpus(n_smooth=6, n_scenes=10, seed=5),
-                         ids=lambda c: c[0] if isinstance(c, tuple) else None)
+@pytest.mark.parametrize(
+    "case",
+    synthetic_corpus(n_smooth=6, n_scenes=10, seed=5),
+    ids=lambda c: c[0] if isinstance(c, tuple) else None,
+)
 def test_pipeline_matches_reference_fast(case):
     _, np_prob, hv, types = case
     check_case(np_prob, hv, types)
@@ -148,10 +156,8 @@ def test_pipeline_matches_reference_fast(case):
 def test_pipeline_matches_reference_full_corpus(request):
     """>= 200 tiles (+ 40 real CoNSeP-derived tiles when the data is present)."""
     cases = synthetic_corpus()
-    try:
+    with contextlib.suppress(pytest.skip.Exception):
         cases += consep_corpus(request.getfixturevalue("consep_dir"))
-    except pytest.skip.Exception:
-        pass
     assert len(cases) >= 200
     total = mismatched = 0
     for name, np_prob, hv, types in cases:
@@ -172,8 +178,13 @@ def test_non_default_config_matches_reference():
     rng = np.random.default_rng(11)
     np_prob, hv, types = nuclei_scene(rng, 80, 72, 20, 0.1)
     for cfg in (
-        PostprocessConfig(np_threshold=0.3, min_object_size=4, sobel_ksize=11,
-                          marker_threshold=0.55, opening_ksize=3),
+        PostprocessConfig(
+            np_threshold=0.3,
+            min_object_size=4,
+            sobel_ksize=11,
+            marker_threshold=0.55,
+            opening_ksize=3,
+        ),
         PostprocessConfig(opening_ksize=1, min_object_size=0),
         PostprocessConfig(opening_ksize=7, sobel_ksize=3),
     ):
@@ -201,8 +212,11 @@ def test_table_ties_lines_and_background_vote():
     assert tab.bbox[0].tolist() == [1, 1, 5, 5] and tab.area.tolist() == [16, 16, 12]
     np.testing.assert_allclose(tab.centroid[0], [2.5, 2.5])
     assert_table_equal(instance_table_ref(inst, types), tab)
-    res = postprocess(np.zeros((1, 12, 16), np.float32), np.zeros((1, 2, 12, 16), np.float32),
-                      np.zeros((1, 12, 16), np.int32))
+    res = postprocess(
+        np.zeros((1, 12, 16), np.float32),
+        np.zeros((1, 2, 12, 16), np.float32),
+        np.zeros((1, 12, 16), np.int32),
+    )
     assert len(res.tables[0]) == 0
 
 
@@ -259,7 +273,7 @@ def test_batch_equals_single_images_and_threads_agree():
         np.testing.assert_array_equal(r1.inst[i], instances_from_hv_ref(np_prob[i], hv[i]))
         assert_table_equal(instance_table_ref(r1.inst[i], labels[i]), r1.tables[i])
         lut = dict(zip(r1.tables[i].id.tolist(), r1.tables[i].type.tolist(), strict=True))
-        want = np.vectorize(lambda v: lut.get(v, 0))(r1.inst[i])
+        want = np.vectorize(lambda v, lut=lut: lut.get(v, 0))(r1.inst[i])
         np.testing.assert_array_equal(r1.type[i], want)
     probs = np.eye(5, dtype=np.float32)[labels].transpose(0, 3, 1, 2)
     r3 = postprocess(np_prob, hv, probs)
@@ -297,8 +311,11 @@ def test_config_roundtrip_and_unknown_keys():
 
 
 def _good(n=1, h=8, w=9):
-    return (np.zeros((n, h, w), np.float32), np.zeros((n, 2, h, w), np.float32),
-            np.zeros((n, h, w), np.int32))
+    return (
+        np.zeros((n, h, w), np.float32),
+        np.zeros((n, 2, h, w), np.float32),
+        np.zeros((n, h, w), np.int32),
+    )
 
 
 @pytest.mark.parametrize(
@@ -306,8 +323,10 @@ def _good(n=1, h=8, w=9):
     [
         (lambda a, h, t: (a[0], h, t), r"np_prob: expected shape \(N, H, W\), got \(8, 9\)"),
         (lambda a, h, t: (a, h[:, :1], t), r"hv: expected shape .* got \(1, 1, 8, 9\)"),
-        (lambda a, h, t: (a, np.concatenate([h, h[:, :1]], 1), t),
-         r"hv: expected shape .* got \(1, 3, 8, 9\)"),
+        (
+            lambda a, h, t: (a, np.concatenate([h, h[:, :1]], 1), t),
+            r"hv: expected shape .* got \(1, 3, 8, 9\)",
+        ),
         (lambda a, h, t: (a.astype(np.int32), h, t), "np_prob: expected a float dtype, got int32"),
         (lambda a, h, t: (np.full_like(a, np.nan), h, t), "np_prob: expected finite values"),
         (lambda a, h, t: (a, np.full_like(h, np.inf), t), "hv: expected finite values"),
@@ -337,8 +356,14 @@ def test_single_image_bad_input():
 
 def test_native_rejects_bad_params_and_shapes():
     a, h = np.zeros((4, 4), np.float32), np.zeros((2, 4, 4), np.float32)
-    kw = dict(np_threshold=0.5, min_object_size=10, sobel_ksize=21, marker_threshold=0.4,
-              opening_ksize=5, gaussian_ksize=3)
+    kw = dict(
+        np_threshold=0.5,
+        min_object_size=10,
+        sobel_ksize=21,
+        marker_threshold=0.4,
+        opening_ksize=5,
+        gaussian_ksize=3,
+    )
     with pytest.raises(ValueError, match="sobel_ksize: expected an odd integer in"):
         _native.pp_instances_from_hv(a, h, **{**kw, "sobel_ksize": 4})
     with pytest.raises(ValueError, match=r"hv: expected shape \(2, 4, 4\), got \(2, 4, 5\)"):

@@ -25,9 +25,11 @@ def test_table_len_and_empty():
 
 def test_table_rejects_ragged_columns():
     t = _table(2)
-    with pytest.raises(ValueError, match=r"NucleusTable.area: expected 2 rows \(len\(id\)\), got 1"):
+    with pytest.raises(
+        ValueError, match=r"NucleusTable.area: expected 2 rows \(len\(id\)\), got 1"
+    ):
         NucleusTable(t.id, t.type, t.type_prob, t.centroid, t.bbox, t.area[:1], t.contours)
-    with pytest.raises(ValueError, match="NucleusTable.contours: expected 2 contours, got 0"):
+    with pytest.raises(ValueError, match=r"NucleusTable\.contours: expected 2 contours, got 0"):
         NucleusTable(t.id, t.type, t.type_prob, t.centroid, t.bbox, t.area, [])
 
 

@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from hvx.bench import harness
+from hvx.bench import postprocess as _postprocess
 
 # Stage modules, in run order. Each has NAME, HELP and run(ctx) -> list[Record].
-_STAGES: tuple = ()
+_STAGES: tuple = (_postprocess,)
 
 
 def _csv_ints(text: str) -> list[int]:

@@ -21,7 +21,6 @@ HELP = "HV-gradient watershed + nucleus tables, native C++ vs reference twin (CP
 _log = logging.getLogger(__name__)
 
 
-
 def _find_consep() -> Path:
     """``shared/data/consep`` beside the checkout (developers and CI only)."""
     for parent in Path(__file__).resolve().parents:
@@ -75,7 +74,10 @@ def hv_targets(inst: np.ndarray) -> np.ndarray:
 
 
 def head_outputs_from_labels(
-    inst: np.ndarray, cls: np.ndarray, rng: np.random.Generator, noise: float = 0.15,
+    inst: np.ndarray,
+    cls: np.ndarray,
+    rng: np.random.Generator,
+    noise: float = 0.15,
     num_types: int = 5,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plausible network outputs for a labelled tile.
@@ -174,15 +176,30 @@ def run(ctx: harness.BenchContext) -> list[harness.Record]:
     _log.info("postprocess inputs: %s", source)
     for b in batches:
         args = (np_prob[:b], hv[:b], tp[:b])
-        ref = harness.time_call(lambda a=args: _reference_batch(*a), warmup=ctx.warmup,
-                                repeats=ctx.repeats)
-        records.append(harness.Record(NAME, "reference", b, ctx.size, ref,
-                                      extra={"threads": 1, "inputs": source}))
+        ref = harness.time_call(
+            lambda a=args: _reference_batch(*a), warmup=ctx.warmup, repeats=ctx.repeats
+        )
+        records.append(
+            harness.Record(
+                NAME, "reference", b, ctx.size, ref, extra={"threads": 1, "inputs": source}
+            )
+        )
         for threads in sorted({1, min(2, _native.max_threads())}):
-            t = harness.time_call(lambda a=args, n=threads: postprocess(*a, num_threads=n),
-                                  warmup=ctx.warmup, repeats=ctx.repeats)
-            records.append(harness.Record(
-                NAME, f"native-{threads}t", b, ctx.size, t, baseline="reference",
-                speedup=ref.median_ms / t.median_ms, extra={"threads": threads, "inputs": source},
-            ))
+            t = harness.time_call(
+                lambda a=args, n=threads: postprocess(*a, num_threads=n),
+                warmup=ctx.warmup,
+                repeats=ctx.repeats,
+            )
+            records.append(
+                harness.Record(
+                    NAME,
+                    f"native-{threads}t",
+                    b,
+                    ctx.size,
+                    t,
+                    baseline="reference",
+                    speedup=ref.median_ms / t.median_ms,
+                    extra={"threads": threads, "inputs": source},
+                )
+            )
     return records
