@@ -126,25 +126,31 @@ def _check_hv(hv: np.ndarray, lead: tuple[int, ...], hw: tuple[int, int]) -> Non
         raise ValueError(f"hv: expected shape ({text}) = {want}, got {hv.shape}")
 
 
-def _type_labels(tp: Any, lead: tuple[int, ...], hw: tuple[int, int]) -> np.ndarray:
-    """Type labels (int32) from labels (*lead, H, W) or probabilities (*lead, C, H, W)."""
+def _type_input(tp: Any, lead: tuple[int, ...], hw: tuple[int, int]) -> tuple[np.ndarray, bool]:
+    """Validated type input: (int32 labels, False) or (float32 probabilities, True)."""
     a = _to_numpy(tp, "type map")
     if a.shape == (*lead, *hw):
         if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
             raise ValueError(f"type labels: expected an integer dtype, got {a.dtype}")
         if a.size and (a.min() < 0 or a.max() > 255):
             raise ValueError(f"type labels: expected ids in [0, 255], got [{a.min()}, {a.max()}]")
-        return np.ascontiguousarray(a, dtype=np.int32)
+        return np.ascontiguousarray(a, dtype=np.int32), False
     if a.ndim == len(lead) + 3 and a.shape[: len(lead)] == lead and a.shape[-2:] == hw:
         p = _float_array(a, "type probabilities", "(..., C, H, W)", a.ndim)
         if p.shape[len(lead)] > 256:
             raise ValueError(f"type probabilities: expected C <= 256, got {p.shape[len(lead)]}")
-        return np.argmax(p, axis=len(lead)).astype(np.int32)
+        return p, True
     lead_txt = "".join(f"{n}, " for n in lead)
     raise ValueError(
         f"type map: expected labels ({lead_txt}H, W) = {(*lead, *hw)} or probabilities "
         f"({lead_txt}C, H, W), got {a.shape}"
     )
+
+
+def _type_labels(tp: Any, lead: tuple[int, ...], hw: tuple[int, int]) -> np.ndarray:
+    """Type labels (int32): labels as given, probabilities by argmax (ties to the lower id)."""
+    a, is_probs = _type_input(tp, lead, hw)
+    return np.argmax(a, axis=len(lead)).astype(np.int32) if is_probs else a
 
 
 def _params(config: PostprocessConfig) -> dict[str, Any]:
@@ -247,15 +253,17 @@ def postprocess(
     h = _float_array(hv, "hv", "(N, 2, H, W)", 4)
     n, hw = a.shape[0], a.shape[1:]
     _check_hv(h, (n,), hw)
-    labels = _type_labels(tp, (n,), hw)
+    types, is_probs = _type_input(tp, (n,), hw)
     if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
         raise ValueError(f"num_threads: expected an int >= 1 or None, got {num_threads}")
     threads = 0 if num_threads is None else int(num_threads)
     params = _params(config)
     if config.conic:
+        labels = np.argmax(types, axis=1).astype(np.int32) if is_probs else types
         return _conic(a, h, labels, params, threads)
+    # probabilities go to C++ as they are (argmax there, per image, in parallel)
     inst, type_map, tables = _native().pp_postprocess_batch(
-        a, h, labels, **params, num_threads=threads
+        a, h, types, **params, num_threads=threads
     )
     return BatchResult(inst=inst, type=type_map, tables=[_table_from_native(t) for t in tables])
 

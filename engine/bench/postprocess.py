@@ -157,12 +157,20 @@ def realistic_batch(n: int, size: int = 256, seed: int = 0, min_nuclei: int = 50
 
 
 def _reference_batch(np_prob, hv, tp):
+    """The twin on one thread (OpenCV's own threads off), tile by tile."""
+    import cv2
+
     from hvx._postprocess_ref import instance_table_ref, instances_from_hv_ref
 
-    labels = np.argmax(tp, axis=1)
-    for i in range(np_prob.shape[0]):
-        inst = instances_from_hv_ref(np_prob[i], hv[i])
-        instance_table_ref(inst, labels[i])
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        labels = np.argmax(tp, axis=1)
+        for i in range(np_prob.shape[0]):
+            inst = instances_from_hv_ref(np_prob[i], hv[i])
+            instance_table_ref(inst, labels[i])
+    finally:
+        cv2.setNumThreads(before)
 
 
 def run(ctx: harness.BenchContext) -> list[harness.Record]:
