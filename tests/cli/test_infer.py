@@ -72,6 +72,11 @@ def test_writes_every_format(bundle, images, tmp_path, capsys):
         doc = json.loads((out / f"{stem}.geojson").read_text())
         assert doc["type"] == "FeatureCollection"
         n = len(doc["features"])
+        for f in doc["features"]:
+            ring = f["geometry"]["coordinates"][0]
+            assert ring[0] == ring[-1] and len(ring) >= 4
+            name = f["properties"].get("classification", {}).get("name")
+            assert name in (None, "epithelial", "lymphocyte")
         assert (out / f"{stem}.csv").read_text().count("\n") == n + 1
         assert cv2.imread(str(out / f"{stem}_overlay.png")).shape == (*shape, 3)
         assert int(inst.max()) == n

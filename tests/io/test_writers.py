@@ -1,13 +1,13 @@
 import csv
 import json
 import os
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
 from hvx.io import writers as w
+from hvx.results import NucleusTable
 
 CLASSES = ("epithelial", "lymphocyte")
 COLORS = ((255, 0, 0), (0, 0, 255))
@@ -16,8 +16,7 @@ COLORS = ((255, 0, 0), (0, 0, 255))
 def _fields():
     """Three nuclei: a square (type 1), a single pixel (type 2), an unclassified one (type 0).
 
-    Writers only read the NucleusTable fields, so a namespace with them is enough here;
-    tests/test_engine.py writes real tables from the engine.
+    tests/cli/test_infer.py writes tables that come out of the engine.
     """
     return dict(
         id=np.array([1, 2, 3], np.int32),
@@ -34,14 +33,9 @@ def _fields():
     )
 
 
-class _T(SimpleNamespace):
-    def __len__(self):
-        return len(self.id)
-
-
 @pytest.fixture
 def table():
-    return _T(**_fields())
+    return NucleusTable(**_fields())
 
 
 def test_geojson_is_a_qupath_feature_collection(tmp_path, table):
@@ -92,15 +86,7 @@ def test_csv_columns_and_values(tmp_path, table):
 
 
 def test_empty_table_writes_valid_files(tmp_path):
-    empty = _T(
-        id=np.zeros(0, np.int32),
-        type=np.zeros(0, np.int32),
-        type_prob=np.zeros(0, np.float32),
-        centroid=np.zeros((0, 2)),
-        bbox=np.zeros((0, 4), np.int32),
-        area=np.zeros(0, np.int64),
-        contours=[],
-    )
+    empty = NucleusTable.empty()
     doc = json.loads(w.write_geojson(tmp_path / "e.geojson", empty, CLASSES).read_text())
     assert doc == {"type": "FeatureCollection", "features": []}
     assert w.write_csv(tmp_path / "e.csv", empty, CLASSES).read_text().count("\n") == 1
