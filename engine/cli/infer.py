@@ -81,21 +81,30 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         log.error("expected --batch-size >= 1, got %d", args.batch_size)
         return 2
+    out: Path = args.out
     try:
         files = find_images(args.inputs)
-        engine = Engine.load(args.model, backend=args.backend, device=args.device)
+        stems: dict[str, Path] = {}
+        for f in files:  # two inputs with one stem would overwrite each other
+            if f.stem in stems:
+                raise ValueError(
+                    f"two inputs share the output name {f.stem!r}: {stems[f.stem]}, {f}"
+                )
+            stems[f.stem] = f
+        todo = [
+            f
+            for f in files
+            if args.overwrite
+            or not all(p.is_file() for p in output_paths(out, f.stem, args.format))
+        ]
+        if todo or args.model is None or not args.model.exists():  # no model load if all done
+            engine = Engine.load(args.model, backend=args.backend, device=args.device)
     except (FileNotFoundError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
-    stems: dict[str, Path] = {}
-    for f in files:  # two inputs with one stem would overwrite each other
-        if f.stem in stems:
-            log.error("two inputs share the output name %r: %s and %s", f.stem, stems[f.stem], f)
-            return 2
-        stems[f.stem] = f
-    out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    done = skipped = 0
+    done = 0
+    skipped = len(files) - len(todo)
     failed: list[tuple[Path, str]] = []
     pending: list[tuple[Path, np.ndarray]] = []
 
@@ -124,13 +133,8 @@ def run(args: argparse.Namespace) -> int:
                     failed.append((path, f"writing results failed: {err}"))
                     log.error("failed %s: writing results: %s", path, err)
 
-    bar = tqdm(files, unit="img", disable=args.no_progress or None, file=sys.stderr)
+    bar = tqdm(todo, unit="img", disable=args.no_progress or None, file=sys.stderr)
     for path in bar:
-        if not args.overwrite and all(
-            p.is_file() for p in output_paths(out, path.stem, args.format)
-        ):
-            skipped += 1
-            continue
         try:
             img = read_image(path)
         except ImageReadError as err:
@@ -144,8 +148,9 @@ def run(args: argparse.Namespace) -> int:
             flush()
     flush()
     bar.close()
+    where = f" [{engine.backend} on {engine.device}]" if todo else ""
     print(
         f"hvx infer: {done} processed, {skipped} skipped (already done), {len(failed)} failed "
-        f"-> {out} [{engine.backend} on {engine.device}]"
+        f"-> {out}{where}"
     )
     return 1 if failed else 0

@@ -83,7 +83,7 @@ def test_writes_every_format(bundle, images, tmp_path, capsys):
     assert not list(out.glob(".*tmp"))
 
 
-def test_rerun_skips_finished_unless_overwrite(bundle, images, tmp_path, capsys):
+def test_rerun_skips_finished_unless_overwrite(bundle, images, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert _run(images, "--out", out, "--model", bundle, "--format", "csv") == 0
     capsys.readouterr()
@@ -94,6 +94,15 @@ def test_rerun_skips_finished_unless_overwrite(bundle, images, tmp_path, capsys)
     assert (out / "a.csv").stat().st_mtime_ns == stamp
     assert _run(images, "--out", out, "--model", bundle, "--format", "csv", "--overwrite") == 0
     assert "3 processed, 0 skipped" in capsys.readouterr().out
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("nothing to do: the model must not be loaded")
+
+    from hvx.engine import Engine
+
+    monkeypatch.setattr(Engine, "load", no_load)
+    assert _run(images, "--out", out, "--model", bundle, "--format", "csv") == 0
+    assert "0 processed, 3 skipped" in capsys.readouterr().out
 
 
 def test_one_bad_file_is_reported_and_the_others_finish(bundle, images, tmp_path, capsys, caplog):
