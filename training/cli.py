@@ -60,6 +60,12 @@ def build_parser(config=None) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's); a resumed CPU run is bit-exact only "
+        "with the same count",
+    )
     flat = _flat(config.to_dict()) if config is not None else {}
     for option, key, typ, help_ in _OVERRIDES:
         p.add_argument(option, type=typ, default=flat.get(key), help=f"{help_} ({key})")
@@ -104,10 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         config_src = first.config
-        if config_src is None and "--resume" in argv and "--out" in argv:
-            out_i = argv.index("--out") + 1
-            if out_i < len(argv):
-                config_src = str(Path(argv[out_i]) / "config.yaml")
+        if config_src is None:
+            pre = argparse.ArgumentParser(add_help=False)
+            pre.add_argument("--out")
+            pre.add_argument("--resume", action="store_true")
+            run, _ = pre.parse_known_args(argv)
+            if run.resume and run.out:
+                config_src = str(Path(run.out) / "config.yaml")
         config = load_config(config_src) if config_src is not None else None
     except ValueError as e:
         print(f"hvx-train: error: {e}", file=sys.stderr)
@@ -119,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data is None or args.out is None:
         parser.error("--data and --out are required")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: expected >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         overrides = {key: getattr(args, opt[2:].replace("-", "_")) for opt, key, *_ in _OVERRIDES}
         config = config.replace({**overrides, **_parse_set(args.set)})
@@ -147,3 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"mPQ+ {best.get('mpq_plus', float('nan')):.4f}; bundle {result.bundle}"
     )
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -99,6 +99,10 @@ class DataConfig:
             raise ValueError(f"expected data.crop_size >= 8, got {self.crop_size}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"expected data.val_fraction in (0, 1), got {self.val_fraction}")
+        for name in ("max_train_tiles", "max_val_tiles"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"expected data.{name} >= 1 or null, got {v}")
         if self.class_map is not None:
             for k, v in self.class_map.items():
                 if not (isinstance(k, int) and isinstance(v, int) and k >= 0 and v >= 0):

@@ -218,7 +218,7 @@ def evaluate(
     try:
         for s in range(0, len(ds.images), config.val_batch_size):
             imgs = torch.from_numpy(ds.images[s : s + config.val_batch_size]).to(device)
-            x = preprocess(imgs, config.preprocess, device=device)
+            x = preprocess(imgs, config.preprocess, device=device, dtype=torch.float32)
             h, w = x.shape[-2:]
             ph, pw = (-h) % m, (-w) % m
             if ph or pw:
@@ -432,7 +432,9 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimiser step (two forward/backward passes with SAM); returns the losses."""
         dev = self.device
-        x = preprocess(batch["image"].to(dev), self.config.preprocess, device=dev)
+        x = preprocess(
+            batch["image"].to(dev), self.config.preprocess, device=dev, dtype=torch.float32
+        )
         targets = {k: batch[k].to(dev) for k in ("np", "hv", "tp")}
         parts: dict[str, torch.Tensor] = {}
 

@@ -215,7 +215,15 @@ def test_cli_end_to_end_on_real_tiles(consep_dir, tmp_path):
         "--set",
         "data.crop_size=64",
     ]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--max-minutes", "1e-6"]) == 0  # stops after one step
+    first = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert first["event"] == "validation" and first["global_step"] == 1
+    # --resume without --config takes OUT/config.yaml; finishes the epoch (2 steps)
+    assert (
+        cli.main(["--data", str(consep_dir), "--out", str(out), "--resume", "--no-progress"]) == 0
+    )
+    last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "validation" and last["global_step"] == 2
     bundle = load_bundle(out / "bundle")
     assert bundle.mpp == pytest.approx(0.5)  # CoNSeP 0.25 um/px resized by 0.5
     assert bundle.class_names[0].lower().startswith("misc")
