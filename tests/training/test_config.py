@@ -5,14 +5,9 @@ import dataclasses
 import pytest
 import yaml
 
-# hvx.model/bundle (model branch), hvx.preprocess and hvx.postprocess are other
-# branches: until they are merged these tests skip (with this reason) instead of erroring.
-for _mod in ("hvx.model", "hvx.bundle", "hvx.preprocess", "hvx.postprocess"):
-    pytest.importorskip(_mod, reason=f"{_mod} not merged into this branch yet")
-
-from hvx.model import list_variants  # noqa: E402
-from hvx.training import cli  # noqa: E402
-from hvx.training.config import TrainConfig, dump_config, list_configs, load_config  # noqa: E402
+from hvx.model import list_variants
+from hvx.training import cli
+from hvx.training.config import TrainConfig, dump_config, list_configs, load_config
 
 SHIPPED = {
     "paper",

@@ -8,16 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-# hvx.model/bundle (model branch), hvx.preprocess and hvx.postprocess are other
-# branches: until they are merged these tests skip (with this reason) instead of erroring.
-for _mod in ("hvx.model", "hvx.bundle", "hvx.preprocess", "hvx.postprocess"):
-    pytest.importorskip(_mod, reason=f"{_mod} not merged into this branch yet")
-
-from hvx.bundle import load_bundle  # noqa: E402
-from hvx.training import cli  # noqa: E402
-from hvx.training.config import TrainConfig  # noqa: E402
-from hvx.training.data import TileDataset  # noqa: E402
-from hvx.training.trainer import Trainer, TrainTiles, epoch_order, evaluate, prepare_dataset  # noqa: E402
+from hvx.bundle import load_bundle
+from hvx.training import cli
+from hvx.training.config import TrainConfig
+from hvx.training.data import TileDataset
+from hvx.training.trainer import Trainer, TrainTiles, epoch_order, evaluate, prepare_dataset
 
 TINY = {
     "name": "tiny",
