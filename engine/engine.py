@@ -32,12 +32,6 @@ log = logging.getLogger("hvx.engine")
 #: vs torch eager fp32 on this 2-core AVX2 machine.
 CPU_BACKEND_PREFERENCE = ("onnxruntime", "torch")
 
-_NO_DEFAULT_MODEL = (
-    "hvx ships no default model yet (the bundled model arrives with a trained release); "
-    "pass a model bundle folder, e.g. hvx.Engine.load('path/to/bundle'), "
-    "or a TensorRT plan built by `hvx build BUNDLE --tensorrt`"
-)
-
 
 def _as_batch(batch: Any):
     """Validates the input; returns (array or tensor (N,H,W,3) uint8, was_single)."""
@@ -75,6 +69,9 @@ class Engine:
         num_types: Types including background.
         size_multiple: Inputs are padded to multiples of this internally.
         mpp: Microns per pixel the model was trained at.
+        input_mpp: Microns per pixel of the images given to :meth:`infer`, or
+            None when they are at the model's resolution. When it differs,
+            images are resized to the model's resolution and the results back.
         source: The bundle folder or plan file loaded.
         runner: The backend object (``hvx.backends.Backend``).
     """
@@ -101,6 +98,7 @@ class Engine:
         self.size_multiple = int(size_multiple)
         self.mpp = float(mpp)
         self.source = str(source)
+        self.input_mpp: float | None = None
         self._lock = threading.Lock()
 
     @property
@@ -128,6 +126,7 @@ class Engine:
         device: str = "auto",
         precision: str = "auto",
         *,
+        mpp: float | None = None,
         cache_dir: str | os.PathLike | None = None,
         plan_settings=None,
     ) -> Engine:
@@ -141,10 +140,13 @@ class Engine:
 
         Args:
             path: Bundle folder, ``.plan`` file (with its ``.plan.json`` sidecar),
-                or None for the bundled default model (none ships yet).
+                or None for the bundled default model (``hvx.assets``).
             backend: "auto", "tensorrt", "torch" or "onnxruntime".
             device: "auto", "cpu", "cuda" or "cuda:K".
             precision: "auto" (fp16 on CUDA, fp32 on CPU), "fp32" or "fp16".
+            mpp: Microns per pixel of the images you will pass to :meth:`infer`
+                (e.g. 0.5 for 20x); None means "at the model's resolution". When it
+                differs from the model's, :meth:`infer` rescales in and out.
             cache_dir: Where ONNX exports and plans are cached (default
                 ``$HVX_CACHE_DIR`` or ``~/.cache/hvx``).
             plan_settings: ``PlanSettings`` for a TensorRT plan built on demand.
@@ -163,15 +165,22 @@ class Engine:
             raise ValueError(f"expected backend 'auto' or one of {BACKEND_NAMES}, got {backend!r}")
         if precision not in ("auto", "fp32", "fp16"):
             raise ValueError(f"expected precision 'auto', 'fp32' or 'fp16', got {precision!r}")
+        if mpp is not None and not (isinstance(mpp, int | float) and 0 < mpp < 100):
+            raise ValueError(f"expected mpp a positive number of microns per pixel, got {mpp!r}")
         dev = _resolve_device(device)
         if path is None:
-            raise FileNotFoundError(_NO_DEFAULT_MODEL)
+            from hvx.assets import default_model_path
+
+            path = default_model_path()
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"expected a model bundle folder or a .plan file, got {path}")
         if path.is_file():
-            return cls._load_plan(path, backend, dev)
-        return cls._load_bundle(path, backend, dev, precision, cache_dir, plan_settings)
+            engine = cls._load_plan(path, backend, dev)
+        else:
+            engine = cls._load_bundle(path, backend, dev, precision, cache_dir, plan_settings)
+        engine.input_mpp = None if mpp is None else float(mpp)
+        return engine
 
     @classmethod
     def _from_meta(cls, runner, meta: dict, source: str) -> Engine:
@@ -332,11 +341,65 @@ class Engine:
         """
         from hvx.postprocess import postprocess
 
+        scale = self.scale
+        if scale is not None:
+            return self._infer_rescaled(batch, scale, num_threads)
         heads, _ = self.heads(batch)
         h = heads.numpy()  # the one device -> host copy, where post-processing needs it
         return postprocess(
             h.np_prob, h.hv, h.tp_prob, self.postprocess_config, num_threads=num_threads
         )
+
+    @property
+    def scale(self) -> float | None:
+        """Input-to-model resize factor (``input_mpp / mpp``), None when 1."""
+        if self.input_mpp is None:
+            return None
+        s = self.input_mpp / self.mpp
+        return None if abs(s - 1.0) < 1e-3 else s
+
+    def _infer_rescaled(self, batch, scale: float, num_threads: int | None):
+        """Resizes to the model's resolution, infers, maps results back.
+
+        Images: INTER_AREA when shrinking, INTER_LINEAR when enlarging. Instance
+        and type maps come back with INTER_NEAREST (ids kept); tables are
+        recomputed on the maps at the input resolution (centroid, bbox, area,
+        contour in input pixels), keeping each nucleus's type probability.
+        Nuclei that vanish when the maps are enlarged/shrunk back are dropped.
+        """
+        import cv2
+        import torch
+
+        from hvx.postprocess import instance_table, postprocess
+        from hvx.results import BatchResult
+
+        images, _ = _as_batch(batch)
+        if isinstance(images, torch.Tensor):
+            images = images.cpu().numpy()
+        n, h, w = images.shape[:3]
+        h2, w2 = max(1, round(h * scale)), max(1, round(w * scale))
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = np.stack([cv2.resize(im, (w2, h2), interpolation=interp) for im in images])
+        hd = self.heads(small)[0].numpy()
+        res = postprocess(
+            hd.np_prob, hd.hv, hd.tp_prob, self.postprocess_config, num_threads=num_threads
+        )
+        inst = np.stack(
+            [cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in res.inst]
+        ).astype(np.int32)
+        typ = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in res.type])
+        tables = []
+        for k in range(n):
+            table = instance_table(inst[k], typ[k])
+            src = res.tables[k]
+            prob = dict(zip(src.id.tolist(), src.type_prob.tolist(), strict=True))
+            ids, probs = table.id.tolist(), table.type_prob.tolist()
+            table.type_prob = np.array(
+                [prob.get(i, p) for i, p in zip(ids, probs, strict=True)],
+                dtype=table.type_prob.dtype,
+            )
+            tables.append(table)
+        return BatchResult(inst=inst, type=typ.astype(np.uint8), tables=tables)
 
     def __repr__(self) -> str:
         return (

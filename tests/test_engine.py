@@ -103,8 +103,11 @@ def test_import_hvx_is_lazy():
     assert hvx.BatchResult.__name__ == "BatchResult"
 
 
-def test_no_default_model_yet():
-    with pytest.raises(FileNotFoundError, match="hvx ships no default model yet"):
+def test_missing_default_model_says_so(monkeypatch, tmp_path):
+    import hvx.assets
+
+    monkeypatch.setattr(hvx.assets, "DEFAULT_MODEL_DIR", tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="expected the bundled default model"):
         hvx.Engine.load()
 
 

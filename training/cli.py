@@ -102,6 +102,10 @@ def _parse_set(items: list[str]) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``hvx-train``; returns the exit code (0 done, 130 interrupted, 2 bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--evaluate" or a.startswith("--evaluate=") for a in argv):
+        from hvx.training.evaluate import main as evaluate_main
+
+        return evaluate_main(argv)
     first, _ = _base_parser(add_help=False).parse_known_args(argv)
     from hvx.training.config import list_configs, load_config
 

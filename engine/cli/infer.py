@@ -32,9 +32,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--overwrite; an unreadable file is reported and skipped, and the exit code is 1 "
         "when any image failed.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
+    p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image files or folders")
+    p.add_argument(
+        "--samples",
+        action="store_true",
+        help="also process the sample H&E tiles shipped with hvx (CoNSeP, 40x)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--model", type=Path, default=None, help="model bundle folder or .plan file")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model bundle folder or .plan file (default: the bundled default model)",
+    )
+    p.add_argument(
+        "--mpp",
+        type=float,
+        default=None,
+        help="microns per pixel of the inputs when they differ from the model's "
+        "(e.g. 0.5 for 20x); images are rescaled to the model and results back",
+    )
     p.add_argument(
         "--format",
         type=_formats,
@@ -82,8 +99,16 @@ def run(args: argparse.Namespace) -> int:
         log.error("expected --batch-size >= 1, got %d", args.batch_size)
         return 2
     out: Path = args.out
+    inputs = list(args.inputs)
+    if args.samples:
+        from hvx.assets import sample_paths
+
+        inputs += sample_paths()
+    if not inputs:
+        log.error("expected at least one INPUT image or folder (or --samples), got none")
+        return 2
     try:
-        files = find_images(args.inputs)
+        files = find_images(inputs)
         stems: dict[str, Path] = {}
         for f in files:  # two inputs with one stem would overwrite each other
             if f.stem in stems:
@@ -98,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             or not all(p.is_file() for p in output_paths(out, f.stem, args.format))
         ]
         if todo or args.model is None or not args.model.exists():  # no model load if all done
-            engine = Engine.load(args.model, backend=args.backend, device=args.device)
+            engine = Engine.load(args.model, backend=args.backend, device=args.device, mpp=args.mpp)
     except (FileNotFoundError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
