@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hvx.bench import e2e as e2e_stage
 from hvx.bench import harness
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="small batches, few repeats (smoke run)")
     p.add_argument("--json", metavar="OUT", default=None, help="write all records as JSON here")
+    p.add_argument("--note", default=None, help="free text kept in the JSON (conditions, caveats)")
     return p
 
 
@@ -165,11 +166,17 @@ def select_stages(text: str) -> list:
     return [by_name[s] for s in wanted]
 
 
-def run_stages(stages: list, ctx: harness.BenchContext) -> tuple[list[harness.Record], list[dict]]:
+def run_stages(
+    stages: list,
+    ctx: harness.BenchContext,
+    after_stage: Callable[[list[harness.Record], list[dict]], None] | None = None,
+) -> tuple[list[harness.Record], list[dict]]:
     """Runs each stage; returns all records and the failures (one dict per failed stage).
 
     Peaks are reset before each stage; records a stage did not give per-record
-    peaks get the stage's peaks (``memory_scope="stage"``).
+    peaks get the stage's peaks (``memory_scope="stage"``). ``after_stage`` is
+    called with the records and failures so far after each stage (the CLI
+    saves partial results, so a run killed by a time limit keeps its numbers).
     """
     records: list[harness.Record] = []
     failures: list[dict] = []
@@ -196,6 +203,8 @@ def run_stages(stages: list, ctx: harness.BenchContext) -> tuple[list[harness.Re
                 r.peak_rss_mb, r.peak_device_mb, r.memory_scope = stage_rss, stage_dev, "stage"
         log.info("stage %s: %d records in %.1f s", stage.NAME, len(got), time.perf_counter() - t0)
         records += got
+        if after_stage:
+            after_stage(records, failures)
     return records, failures
 
 
@@ -213,11 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.size is not None and args.size < 1:
         print(f"hvx-bench: expected --size >= 1, got {args.size}", file=sys.stderr)
         return 2
-    device = args.device
-    if device is None:
-        from hvx.features import features
+    from hvx.features import features
 
-        device = "cuda" if features().cuda.available else "cpu"
+    has_cuda = features().cuda.available
+    device = args.device or ("cuda" if has_cuda else "cpu")
+    if device == "cuda" and not has_cuda:
+        print("hvx-bench: expected a visible CUDA GPU for --device cuda, got none", file=sys.stderr)
+        return 2
     ctx = harness.BenchContext(
         batches=args.batch or ([1, 8] if args.quick else [1, 8, 32]),
         size=args.size or 256,
@@ -240,14 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             peaks["matmul_fp16_tflops"],
             peaks["copy_gb_per_s"],
         )
-    records, failures = run_stages(stages, ctx)
-    print(format_table(records))
-    for f in failures:
-        print(f"hvx-bench: stage {f['stage']} FAILED: {f['error']}", file=sys.stderr)
-    wall = time.perf_counter() - started
-    print(f"hvx-bench: {len(records)} records in {wall:.1f} s (load average {_load_average()})")
-    if args.json:
-        doc = {
+
+    def document(records, failures, complete):
+        return {
             "schema": SCHEMA,
             "provenance": harness.provenance(),
             "run": {
@@ -262,7 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "backend": args.backend,
                 "variants": args.variant,
                 "model": args.model,
-                "wall_s": wall,
+                "complete": complete,
+                "note": args.note,
+                "wall_s": time.perf_counter() - started,
                 "load_average_start": load_start,
                 "load_average_end": _load_average(),
             },
@@ -271,6 +279,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "records": [r.to_json() for r in records],
             "failures": failures,
         }
-        harness.write_json(args.json, doc)
+
+    def save_partial(records, failures):
+        harness.write_json(args.json, document(records, failures, complete=False))
+
+    records, failures = run_stages(stages, ctx, save_partial if args.json else None)
+    print(format_table(records))
+    for f in failures:
+        print(f"hvx-bench: stage {f['stage']} FAILED: {f['error']}", file=sys.stderr)
+    wall = time.perf_counter() - started
+    print(f"hvx-bench: {len(records)} records in {wall:.1f} s (load average {_load_average()})")
+    if args.json:
+        harness.write_json(args.json, document(records, failures, complete=True))
         print(f"wrote {args.json}")
     return 1 if failures else 0

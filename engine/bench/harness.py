@@ -444,6 +444,18 @@ def _git_sha() -> str:
     return out.stdout.strip()
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
 def provenance() -> dict:
     """Machine, versions, git SHA and date for a results file."""
     from hvx._version import __version__
@@ -458,6 +470,7 @@ def provenance() -> dict:
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
         "gpu": feats.cuda.detail if feats.cuda.available else None,
         "versions": {name: p.version for name, p in feats.rows() if p.version},
     }
