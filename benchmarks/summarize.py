@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = ROOT / "BENCHMARKS.md"
 STAGE_ORDER = ["preprocess", "network", "postprocess", "metrics", "e2e"]
+CPU_MS_NOTE = (
+    "CPU ms: median process CPU time per call, all threads (less hurt by other jobs "
+    "than wall time on a shared machine)."
+)
 
 HEADER = """# hvx benchmarks
 
@@ -58,9 +62,9 @@ def _fmt(v: float | None, digits: int = 1) -> str:
 
 def _stage_table(doc: dict, stage: str) -> list[str]:
     rows = [
-        "| impl | variant | batch | size | ms/batch (p20-p80) | tiles/s | peak MB | vs "
-        "| speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| impl | variant | batch | size | ms/batch (p20-p80) | CPU ms | tiles/s | peak MB "
+        "| vs | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["records"]:
         if r["stage"] != stage:
@@ -80,37 +84,41 @@ def _stage_table(doc: dict, stage: str) -> list[str]:
         rows.append(
             f"| {r['impl']} | {r['extra'].get('variant', '')} | {batch} | {r['size']} "
             f"| {t['median_ms']:,.2f} ({t['p20_ms']:,.2f}-{t['p80_ms']:,.2f}) "
+            f"| {_fmt(t.get('cpu_median_ms'))} "
             f"| {r['tiles_per_s']:,.1f} | {peak_text} | {r.get('baseline') or ''} | {speed} |"
         )
     return rows
 
 
 def _bench_section(docs: list[tuple[Path, dict]]) -> list[str]:
-    latest: dict[tuple[str, str], tuple[Path, dict]] = {}
+    """Tables of the latest hvx-bench result per machine, stage and thread setting."""
+    latest: dict[tuple[str, str, int], tuple[Path, dict]] = {}
     for path, doc in docs:
         if doc.get("schema") != "hvx-bench/1":
             continue
         machine = machine_of(doc["provenance"])
+        threads = doc["run"].get("threads") or 0  # 0: the libraries' default (all cores)
         for stage in {r["stage"] for r in doc["records"]}:
-            key = (machine, stage)
+            key = (machine, stage, threads)
             date = doc["provenance"]["date"]
             if key not in latest or date > latest[key][1]["provenance"]["date"]:
                 latest[key] = (path, doc)
     lines = ["## hvx-bench: latest result per machine and stage", ""]
     if not latest:
         return [*lines, "No hvx-bench results recorded yet.", ""]
-    for machine in sorted({m for m, _ in latest}, key=lambda m: (not m.startswith("GPU"), m)):
+    for machine in sorted({k[0] for k in latest}, key=lambda m: (not m.startswith("GPU"), m)):
         lines += [f"### {machine}", ""]
-        for stage in sorted(
-            {s for m, s in latest if m == machine},
-            key=lambda s: STAGE_ORDER.index(s) if s in STAGE_ORDER else 99,
+        for _, stage, threads in sorted(
+            (k for k in latest if k[0] == machine),
+            key=lambda k: (STAGE_ORDER.index(k[1]) if k[1] in STAGE_ORDER else 99, k[2]),
         ):
-            path, doc = latest[(machine, stage)]
+            path, doc = latest[(machine, stage, threads)]
             prov, run = doc["provenance"], doc["run"]
             load = run.get("load_average_start")
             peaks = doc.get("device_peaks")
+            suffix = f" (--threads {threads})" if threads else ""
             lines += [
-                f"#### {stage}",
+                f"#### {stage}{suffix}",
                 "",
                 f"`{path.relative_to(ROOT)}`: {prov['date']}, hvx {prov['hvx']} "
                 f"({prov['git_sha'][:10]}), torch {prov['versions'].get('torch', '?')}, "

@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BUNDLE",
         help="a trained model bundle for network/e2e (default: random weights, seed 0)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for both sides of preprocess/network/e2e (default: all cores)",
+    )
     p.add_argument("--quick", action="store_true", help="small batches, few repeats (smoke run)")
     p.add_argument("--json", metavar="OUT", default=None, help="write all records as JSON here")
     p.add_argument("--note", default=None, help="free text kept in the JSON (conditions, caveats)")
@@ -219,9 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"hvx-bench: {err}", file=sys.stderr)
         return 2
-    if args.size is not None and args.size < 1:
-        print(f"hvx-bench: expected --size >= 1, got {args.size}", file=sys.stderr)
-        return 2
+    for flag, value in (("--size", args.size), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            print(f"hvx-bench: expected {flag} >= 1, got {value}", file=sys.stderr)
+            return 2
     from hvx.features import features
 
     has_cuda = features().cuda.available
@@ -241,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "variants": args.variant,
             "model": args.model,
             "size_given": args.size is not None,
+            "threads": args.threads,
         },
     )
     peaks = harness.device_peaks(device)
@@ -268,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "backend": args.backend,
                 "variants": args.variant,
                 "model": args.model,
+                "threads": args.threads,
                 "complete": complete,
                 "note": args.note,
                 "wall_s": time.perf_counter() - started,

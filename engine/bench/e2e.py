@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hvx.bench import _inputs, _models, harness
-from hvx.bench.network import flop_rate, load_engine
+from hvx.bench.network import flop_rate, load_engine, torch_threads
 
 NAME = "e2e"
 HELP = (
@@ -47,7 +47,7 @@ def run(ctx: harness.BenchContext) -> list[harness.Record]:
     """Measures each model and batch size; returns baseline and hvx records."""
     ctx = _e2e_variants(ctx)
     records: list[harness.Record] = []
-    with tempfile.TemporaryDirectory(prefix="hvx-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hvx-bench-") as tmp, torch_threads(ctx):
         for model in _models.bench_models(ctx, Path(tmp)):
             records += _run_model(ctx, model, Path(tmp))
     return records
@@ -100,12 +100,18 @@ def _run_model(
     flops = harness.flops_per_tile(bundle.variant, size, bundle.in_chans, bundle.num_types)
     cuda = ctx.device.startswith("cuda")
     hvx_impl = f"engine-{engine.backend}-{engine.precision}"
+    threads = ctx.options.get("threads")  # None: the Engine's default (all cores)
 
     def pair(batch: int) -> tuple[harness.Record, harness.Record]:
         tiles, source = _inputs.real_tiles(batch, size)
         found = {"baseline": baseline_pipeline(tiles, bundle, eager, ctx.device)}
-        found["hvx"] = sum(len(t) for t in engine.infer(tiles).tables)
-        extra = {**model.describe(), "inputs": source, "gflop_per_tile": flops / 1e9}
+        found["hvx"] = sum(len(t) for t in engine.infer(tiles, num_threads=threads).tables)
+        extra = {
+            **model.describe(),
+            "inputs": source,
+            "gflop_per_tile": flops / 1e9,
+            "threads": threads or torch.get_num_threads(),
+        }
         base = harness.measure(
             NAME,
             "opencv+torch-fp32+python-ref",
@@ -115,13 +121,17 @@ def _run_model(
             ctx,
             warmup=0,  # warmed up by the count above; the reference is slow
         )
-        base.extra = {**extra, "nuclei_per_tile": found["baseline"] / batch}
+        base.extra = {
+            **extra,
+            "nuclei_per_tile": found["baseline"] / batch,
+            "postprocess_threads": 1,
+        }
         mine = harness.measure(
             NAME,
             hvx_impl,
             batch,
             size,
-            lambda: engine.infer(tiles),
+            lambda: engine.infer(tiles, num_threads=threads),
             ctx,
             warmup=max(ctx.warmup, 3) if cuda else ctx.warmup,
             baseline=base.impl,

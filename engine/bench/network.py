@@ -16,6 +16,7 @@ measured fp16 matmul peak. Out-of-memory errors halve the batch (recorded).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -29,15 +30,44 @@ log = logging.getLogger(__name__)
 
 
 def load_engine(ctx: harness.BenchContext, bundle: Path, cache_dir: Path):
-    """``hvx.Engine.load`` with the backend of ``ctx.options["backend"]`` (default auto)."""
+    """``hvx.Engine.load`` with the backend of ``ctx.options["backend"]`` (default auto).
+
+    With ``ctx.options["threads"]`` an ONNX Runtime session is re-created with that
+    many intra-op threads (the Engine uses ONNX Runtime's default, all cores), so
+    both sides of a CPU comparison use the same thread count.
+    """
     from hvx.engine import Engine
 
-    return Engine.load(
+    engine = Engine.load(
         bundle,
         backend=ctx.options.get("backend") or "auto",
         device=ctx.device,
         cache_dir=cache_dir,
     )
+    threads = ctx.options.get("threads")
+    if threads and engine.backend == "onnxruntime":
+        from hvx import _artifacts
+        from hvx.backends.onnxruntime import OnnxRuntimeBackend
+        from hvx.bundle import load_bundle
+
+        path = _artifacts.onnx_for_bundle(load_bundle(bundle), cache_dir)  # cached by Engine.load
+        engine.runner = OnnxRuntimeBackend(path, threads=int(threads))
+    return engine
+
+
+@contextlib.contextmanager
+def torch_threads(ctx: harness.BenchContext):
+    """Sets torch's intra-op threads to ``ctx.options["threads"]`` (if given) for a block."""
+    import torch
+
+    before = torch.get_num_threads()
+    threads = ctx.options.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def flop_rate(flops: float, tiles_per_s: float, device: str) -> dict:
@@ -56,7 +86,7 @@ def flop_rate(flops: float, tiles_per_s: float, device: str) -> dict:
 def run(ctx: harness.BenchContext) -> list[harness.Record]:
     """Measures each model and batch size; returns baseline and hvx records."""
     records: list[harness.Record] = []
-    with tempfile.TemporaryDirectory(prefix="hvx-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hvx-bench-") as tmp, torch_threads(ctx):
         for model in _models.bench_models(ctx, Path(tmp)):
             records += _run_model(ctx, model, Path(tmp))
     return records
@@ -88,7 +118,7 @@ def _run_model(
             **model.describe(),
             "inputs": source,
             "gflop_per_tile": flops / 1e9,
-            "torch_threads": threads,
+            "threads": threads,
         }
 
         def eager_call():

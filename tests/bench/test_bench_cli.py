@@ -287,3 +287,13 @@ def test_format_table_shows_ratio_and_device_fractions():
     text = cli.format_table([r])
     assert "3.00x" in text and "convnext_small" in text and "1234d" in text
     assert "300.0 TFLOP/s = 40% of the measured fp16 matmul peak" in text
+
+
+def test_bad_threads_is_a_usage_error(capsys):
+    assert cli.main(["--threads", "0", "--stages", "metrics"]) == 2
+    assert "expected --threads >= 1, got 0" in capsys.readouterr().err
+
+
+def test_time_call_records_process_cpu_time():
+    t = harness.time_call(lambda: sum(range(20000)), warmup=0, repeats=3)
+    assert t.cpu_median_ms is not None and t.cpu_median_ms >= 0
