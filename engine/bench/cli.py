@@ -18,6 +18,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
+from hvx.bench import backends as backends_stage
 from hvx.bench import e2e as e2e_stage
 from hvx.bench import harness
 from hvx.bench import metrics as metrics_stage
@@ -26,7 +27,17 @@ from hvx.bench import postprocess as postprocess_stage
 from hvx.bench import preprocess as preprocess_stage
 
 # Stage modules, in run order. Each has NAME, HELP and run(ctx) -> list[Record].
-_STAGES: tuple = (preprocess_stage, network_stage, postprocess_stage, metrics_stage, e2e_stage)
+_STAGES: tuple = (
+    preprocess_stage,
+    network_stage,
+    postprocess_stage,
+    metrics_stage,
+    e2e_stage,
+    backends_stage,
+)
+#: Stages run when --stages is not given: all but ``backends`` (every backend of the
+#: device vs torch fp32; ``network`` already measures the one the Engine picks).
+DEFAULT_STAGES = ("preprocess", "network", "postprocess", "metrics", "e2e")
 
 #: Version of the JSON layout (bump on incompatible changes; the schema pins it).
 SCHEMA = "hvx-bench/1"
@@ -61,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--stages",
-        default=",".join(names),
-        help=f"comma-separated stages to run (default: all of {','.join(names) or '-'})",
+        default=",".join(DEFAULT_STAGES),
+        help=f"comma-separated stages to run, from {','.join(names)} "
+        f"(default: {','.join(DEFAULT_STAGES)})",
     )
     p.add_argument("--batch", type=_csv_ints, default=None, help="batch sizes, e.g. 1,8,32,64")
     p.add_argument(
