@@ -237,6 +237,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"hvx-bench: {err}", file=sys.stderr)
         return 2
+    if args.variant:
+        from hvx.model import list_variants
+
+        unknown = [v for v in args.variant if v not in list_variants()]
+        if unknown:
+            print(
+                f"hvx-bench: expected --variant from {list_variants()}, got {unknown}",
+                file=sys.stderr,
+            )
+            return 2
     for flag, value in (("--size", args.size), ("--threads", args.threads)):
         if value is not None and value < 1:
             print(f"hvx-bench: expected {flag} >= 1, got {value}", file=sys.stderr)

@@ -297,3 +297,8 @@ def test_bad_threads_is_a_usage_error(capsys):
 def test_time_call_records_process_cpu_time():
     t = harness.time_call(lambda: sum(range(20000)), warmup=0, repeats=3)
     assert t.cpu_median_ms is not None and t.cpu_median_ms >= 0
+
+
+def test_unknown_variant_is_a_usage_error(capsys):
+    assert cli.main(["--variant", "convnext_huge", "--stages", "network"]) == 2
+    assert "got ['convnext_huge']" in capsys.readouterr().err
