@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -60,6 +61,21 @@ def _fmt(v: float | None, digits: int = 1) -> str:
     return "" if v is None else f"{v:,.{digits}f}"
 
 
+def _argv_text(argv: list[str]) -> str:
+    """The command line, quoted, without the --note text (shown on its own)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--note":
+            skip = True
+            continue
+        if not arg.startswith("--note="):
+            out.append(arg)
+    return shlex.join(out)
+
+
 def _stage_table(doc: dict, stage: str) -> list[str]:
     rows = [
         "| impl | variant | batch | size | ms/batch (p20-p80) | CPU ms | tiles/s | peak MB "
@@ -103,7 +119,12 @@ def _bench_section(docs: list[tuple[Path, dict]]) -> list[str]:
             date = doc["provenance"]["date"]
             if key not in latest or date > latest[key][1]["provenance"]["date"]:
                 latest[key] = (path, doc)
-    lines = ["## hvx-bench: latest result per machine and stage", ""]
+    lines = [
+        "## hvx-bench: latest result per machine, stage and thread setting",
+        "",
+        CPU_MS_NOTE,
+        "",
+    ]
     if not latest:
         return [*lines, "No hvx-bench results recorded yet.", ""]
     for machine in sorted({k[0] for k in latest}, key=lambda m: (not m.startswith("GPU"), m)):
@@ -122,7 +143,7 @@ def _bench_section(docs: list[tuple[Path, dict]]) -> list[str]:
                 "",
                 f"`{path.relative_to(ROOT)}`: {prov['date']}, hvx {prov['hvx']} "
                 f"({prov['git_sha'][:10]}), torch {prov['versions'].get('torch', '?')}, "
-                f"`hvx-bench {' '.join(run['argv'])}`"
+                f"`hvx-bench {_argv_text(run['argv'])}`"
                 + (f", load average {load[0]:.1f}" if load else "")
                 + (
                     f"; measured peaks: fp16 matmul {peaks['matmul_fp16_tflops']:.0f} TFLOP/s, "
