@@ -46,3 +46,14 @@ def test_latest_result_per_machine_and_stage(summarize, tmp_path):
     assert text.index("GPU NVIDIA H100") < text.index("### CPU")
     assert "load average 3.0" in text and "Weights: random weights." in text
     assert "speedup_median 4.0x" in text
+
+
+def test_gpu_check_script_parses_and_budgets_every_step():
+    import subprocess
+
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    steps = [line for line in text.splitlines() if line.lstrip().startswith("step ")]
+    assert len(steps) >= 5 and all(line.split()[2].isdigit() for line in steps)
+    assert "HVX_GPU_CHECK_BUDGET:-540" in text and "pytest -m cuda" in text
