@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from hvx.bench import harness
+from hvx.bench.network import flop_rate
 
 NAME = "backends"
 HELP = "network throughput per backend (torch fp32 baseline, ONNX Runtime, torch fp16, TensorRT)"
@@ -79,21 +80,19 @@ def run(ctx: harness.BenchContext) -> list[harness.Record]:
                     def call(backend=backend, x=x):
                         return backend.run(x).np_prob.sum() if sync else backend.run(x)
 
-                    t = harness.time_call(
-                        call, warmup=ctx.warmup + (1 if sync else 0), repeats=ctx.repeats, sync=sync
+                    # Per-record peak host/device memory (harness.measure).
+                    rec = harness.measure(
+                        NAME, impl, n, ctx.size, call, ctx, warmup=ctx.warmup + (1 if sync else 0)
                     )
-                    rec = harness.Record(
-                        stage=NAME,
-                        impl=impl,
-                        batch=n,
-                        size=ctx.size,
-                        timing=t,
-                        extra={
-                            "variant": variant,
-                            "device": ctx.device,
-                            "precision": backend.precision,
-                        },
-                    )
+                    t = rec.timing
+                    flops = harness.flops_per_tile(variant, ctx.size)
+                    rec.extra = {
+                        "variant": variant,
+                        "device": ctx.device,
+                        "precision": backend.precision,
+                        "gflop_per_tile": flops / 1e9,
+                        **flop_rate(flops, rec.tiles_per_s, ctx.device),
+                    }
                     if impl == "torch-fp32":
                         base[n] = t.median_ms
                     else:

@@ -6,54 +6,33 @@ CUDA: the Triton kernel pair (float16 output), with the bytes it moves per tile,
 the achieved GB/s and the fraction of the device's measured copy bandwidth;
 the CPU reference is timed on the same tiles as the baseline.
 
-Inputs: real CoNSeP 256x256 tiles when the shared data is present (found like
-the tests do: ``$HVX_CONSEP_DIR`` or ``shared/data/consep`` beside the checkout),
-else smooth random tiles.
+Inputs: real CoNSeP tiles when the shared data is present (found like the
+tests do: ``$HVX_CONSEP_DIR`` or ``shared/data/consep`` beside the checkout),
+else the packaged sample tiles; never synthetic pixels (see ``_inputs``).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
-from hvx.bench import harness
+from hvx.bench import _inputs, harness
 
 NAME = "preprocess"
 HELP = "CLAHE + 6-channel stacking: numba (CPU) / Triton (CUDA) vs the OpenCV reference"
 
 
-def find_consep() -> Path | None:
-    """The shared CoNSeP folder, or None when absent."""
-    if os.environ.get("HVX_CONSEP_DIR"):
-        path = Path(os.environ["HVX_CONSEP_DIR"])
-        return path if (path / "images").is_dir() else None
-    for parent in Path(__file__).resolve().parents:
-        path = parent / "shared" / "data" / "consep"
-        if (path / "images").is_dir():
-            return path
-    return None
-
-
-def load_tiles(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Loads n RGB tiles of size x size: CoNSeP crops when present, else random.
+def load_tiles(n: int, size: int) -> tuple[np.ndarray, str]:
+    """Loads n real RGB tiles of size x size (see :func:`hvx.bench._inputs.real_tiles`).
 
     Returns:
         (ndarray[n, size, size, 3] uint8, a description of the source).
-    """
-    import cv2
 
-    root = find_consep()
-    if root is not None and size <= 256:
-        names = sorted((root / "images").glob("*.png"))
-        picked = [names[(7 * i) % len(names)] for i in range(n)]
-        tiles = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in picked]
-        return np.stack([t[:size, :size] for t in tiles]), f"CoNSeP tiles ({root})"
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(0, 180, size)[None, None, :, None]
-    tiles = (ramp + rng.integers(0, 60, (n, size, size, 3))).clip(0, 255).astype(np.uint8)
-    return tiles, "random smooth tiles (CoNSeP not found)"
+    Raises:
+        FileNotFoundError: No real tiles around (CoNSeP or packaged samples).
+    """
+    return _inputs.real_tiles(n, size)
 
 
 def bytes_per_tile(h: int, w: int, channels: int, out_bytes: int, n_tiles: int) -> int:
@@ -79,16 +58,6 @@ def _set_threads(threads: int) -> int:
     return before
 
 
-def _copy_bandwidth_gbs() -> float:
-    """Device-to-device copy bandwidth in GB/s (read + write counted), median of runs."""
-    import torch
-
-    src = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    t = harness.time_call(lambda: dst.copy_(src), warmup=3, repeats=20, sync=torch.cuda.synchronize)
-    return 2 * src.numel() / (t.median_ms / 1e3) / 1e9
-
-
 def run(ctx: harness.BenchContext) -> list[harness.Record]:
     """Measures every batch size of ``ctx``; returns numba/triton and reference records.
 
@@ -110,7 +79,7 @@ def _run(ctx: harness.BenchContext, threads: int) -> list[harness.Record]:
 
     cfg = PreprocessConfig()
     cuda = ctx.device == "cuda"
-    copy_gbs = _copy_bandwidth_gbs() if cuda else None
+    copy_gbs = harness.copy_bandwidth_gbs(ctx.device) if cuda else None
     sync = torch.cuda.synchronize if cuda else None
     records: list[harness.Record] = []
     for batch in ctx.batches:

@@ -1,0 +1,7 @@
+"""``python -m hvx.bench``: the same as the ``hvx-bench`` command."""
+
+import sys
+
+from hvx.bench.cli import main
+
+sys.exit(main())
