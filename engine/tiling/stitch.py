@@ -43,6 +43,7 @@ from hvx.tiling.plan import Tile, TilePlan
 __all__ = ["Nuclei", "StitchStats", "Stitcher"]
 
 _GRID = 64  # spatial-index cell size in pixels
+_PIECE_TOLERANCE = 2  # px a whole view is grown by when a cut piece is compared with it
 
 
 @dataclasses.dataclass
@@ -108,7 +109,9 @@ class StitchStats:
         duplicates: Views dropped because another view of the nucleus was kept.
         deferred: Views deferred to a later tile.
         outside: Views whose centroid lay outside the image (padding).
-        cut_emitted: Nuclei kept although no tile saw them whole (overlap too small).
+        reassembled: Nuclei no tile saw whole, rebuilt from the cut views of
+            several tiles (overlap smaller than the nucleus).
+        cut_emitted: Nuclei kept cut: seen by no tile whole, nor reassembled.
     """
 
     tiles: int = 0
@@ -117,6 +120,7 @@ class StitchStats:
     duplicates: int = 0
     deferred: int = 0
     outside: int = 0
+    reassembled: int = 0
     cut_emitted: int = 0
 
     def to_dict(self) -> dict:
@@ -139,6 +143,8 @@ class _Item:
     mask: np.ndarray
     cut: bool
     gid: int = 0
+    piece: bool = False  # a cut view, or a nucleus reassembled from cut views
+    decider: int = -1  # for cut views: the last tile that can see this nucleus
 
 
 class Stitcher:
@@ -179,6 +185,7 @@ class Stitcher:
         self._active: dict[int, _Item] = {}  # gid -> emitted item still overlappable
         self._index: dict[tuple[int, int], set[int]] = defaultdict(set)
         self._pending: dict[int, list[_Item]] = defaultdict(list)  # deciding tile -> views
+        self._cut: list[_Item] = []  # cut views waiting for the other pieces
 
     # ----------------------------------------------------------------- public
     def add_tile(self, tile_index: int, inst: np.ndarray, table) -> Nuclei:
@@ -228,21 +235,19 @@ class Stitcher:
                 self._pending[owner].append(item)
                 self.stats.deferred += 1
         for item in cut:
-            decider = max(
+            item.piece = True
+            item.decider = max(
                 (i for i in self.plan.tiles_touching(*item.bbox) if self._scheduled[i]),
                 default=tile_index,
             )
-            if decider > tile_index:
-                self._pending[decider].append(item)
-                self.stats.deferred += 1
-            else:
-                self._pending[tile_index].append(item)
+            self._cut.append(item)
+            self.stats.deferred += 1
         for item in owned:
             emitted += self._emit(item)
-        emitted += self._release(tile_index, whole=True)
+        emitted += self._release(tile_index)
         for item in late:
             emitted += self._emit(item)
-        emitted += self._release(tile_index)
+        emitted += self._release_cut(tile_index)
         if tile.col == self.plan.n_cols - 1:
             self._prune()
         return Nuclei._from_items(emitted)
@@ -252,6 +257,7 @@ class Stitcher:
         emitted: list[_Item] = []
         for decider in sorted(self._pending):
             emitted += self._release(decider)
+        emitted += self._release_cut(len(self.plan))
         self.last_tile = len(self.plan)
         self._active.clear()
         self._index.clear()
@@ -262,6 +268,7 @@ class Stitcher:
         nxt = self.last_tile + 1
         rows = [self.plan.ys[nxt // self.plan.n_cols] if nxt < len(self.plan) else self.plan.height]
         rows += [it.bbox[0] for items in self._pending.values() for it in items]
+        rows += [it.bbox[0] for it in self._cut]
         return int(min(rows))
 
     def state(self) -> dict[str, np.ndarray]:
@@ -271,13 +278,15 @@ class Stitcher:
         """
         items = [(-1, it) for it in self._active.values()]
         items += [(d, it) for d, lst in sorted(self._pending.items()) for it in lst]
+        items += [(-2, it) for it in self._cut]
         ints = np.array(
             [
                 (d, it.tile, it.type, it.gid, int(it.cut), *it.bbox, it.area, len(it.contour))
+                + (int(it.piece), it.decider)
                 for d, it in items
             ],
             dtype=np.int64,
-        ).reshape(-1, 11)
+        ).reshape(-1, 13)
         floats = np.array([(it.prob, it.cy, it.cx) for _, it in items], dtype=np.float64)
         flat = [it.mask.ravel() for _, it in items]
         return {
@@ -308,7 +317,7 @@ class Stitcher:
         bits = np.unpackbits(state["masks"], count=int(sum(sizes))).astype(bool)
         pos = cpos = 0
         for row, fl, size in zip(state["ints"], state["floats"], sizes, strict=True):
-            d, tile, typ, gid, cut, r0, c0, r1, c1, area, nc = (int(v) for v in row)
+            d, tile, typ, gid, cut, r0, c0, r1, c1, area, nc, piece, decider = (int(v) for v in row)
             item = _Item(
                 tile=tile,
                 type=typ,
@@ -321,9 +330,13 @@ class Stitcher:
                 mask=bits[pos : pos + size].reshape(r1 - r0, c1 - c0).copy(),
                 cut=bool(cut),
                 gid=gid,
+                piece=bool(piece),
+                decider=decider,
             )
             pos, cpos = pos + size, cpos + nc
-            if d < 0:
+            if d == -2:
+                self._cut.append(item)
+            elif d == -1:
                 self._active[gid] = item
                 for cell in self._cells(item.bbox):
                     self._index[cell].add(gid)
@@ -390,6 +403,11 @@ class Stitcher:
         r0, c0, r1, c1 = item.bbox
         for gid in seen:
             other = self._active[gid]
+            if item.piece and not other.piece:
+                # A cut piece is a sliver of a nucleus another tile saw whole: compare
+                # it with that view grown by _PIECE_TOLERANCE px (the two tiles' networks
+                # disagree most at the piece's cut border).
+                other = _grown(other, _PIECE_TOLERANCE)
             o0, p0, o1, p1 = other.bbox
             y0, x0, y1, x1 = max(r0, o0), max(c0, p0), min(r1, o1), min(c1, p1)
             if y0 >= y1 or x0 >= x1:
@@ -397,10 +415,12 @@ class Stitcher:
             a = item.mask[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
             b = other.mask[y0 - o0 : y1 - o0, x0 - p0 : x1 - p0]
             inter = int(np.count_nonzero(a & b))
-            if inter and (
-                inter >= self.match_fraction * min(item.area, other.area)
-                or (item.cut and other.cut)  # two cut pieces of one nucleus
-            ):
+            if not inter:
+                continue
+            if item.piece and other.piece:  # two cut pieces of one nucleus
+                return True
+            small = item.area if item.piece else min(item.area, other.area)
+            if inter >= self.match_fraction * small:
                 return True
         return False
 
@@ -412,21 +432,51 @@ class Stitcher:
         self.next_id += 1
         self.stats.emitted += 1
         self.stats.cut_emitted += int(item.cut)
+        self.stats.reassembled += int(item.piece and not item.cut)
         self._active[item.gid] = item
         for cell in self._cells(item.bbox):
             self._index[cell].add(item.gid)
         return [item]
 
-    def _release(self, decider: int, *, whole: bool = False) -> list[_Item]:
-        """Emits the views deferred to ``decider`` (only whole ones when ``whole``)."""
-        items = self._pending.pop(decider, [])
-        keep = [it for it in items if whole and it.cut]
+    def _release(self, decider: int) -> list[_Item]:
+        """Emits the whole views deferred to ``decider``."""
         out: list[_Item] = []
-        for it in items:
-            if not (whole and it.cut):
-                out += self._emit(it)
-        if keep:
-            self._pending[decider] = keep
+        for it in self._pending.pop(decider, []):
+            out += self._emit(it)
+        return out
+
+    def _release_cut(self, current: int) -> list[_Item]:
+        """Emits groups of touching cut views once every tile that can add one is done.
+
+        Cut views that share pixels are pieces of one nucleus; a group is merged
+        into one nucleus (pixel union; class of the largest piece) when the last
+        tile able to see any of its pieces has been processed.
+        """
+        items = self._cut
+        if not items or min(it.decider for it in items) > current:
+            return []
+        parent = list(range(len(items)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i in range(len(items)):
+            for j in range(i + 1, len(items)):
+                if _intersect(items[i], items[j]):
+                    parent[find(i)] = find(j)
+        groups: dict[int, list[_Item]] = defaultdict(list)
+        for i, it in enumerate(items):
+            groups[find(i)].append(it)
+        out: list[_Item] = []
+        self._cut = []
+        for group in sorted(groups.values(), key=lambda g: (g[0].tile, g[0].bbox)):
+            if max(it.decider for it in group) > current:
+                self._cut += group
+            else:
+                out += self._emit(_merge(group))
         return out
 
     def _prune(self) -> None:
@@ -440,3 +490,59 @@ class Stitcher:
                     s.discard(gid)
                     if not s:
                         del self._index[cell]
+
+
+def _intersect(a: _Item, b: _Item) -> bool:
+    """True when two views share a pixel."""
+    y0, x0 = max(a.bbox[0], b.bbox[0]), max(a.bbox[1], b.bbox[1])
+    y1, x1 = min(a.bbox[2], b.bbox[2]), min(a.bbox[3], b.bbox[3])
+    if y0 >= y1 or x0 >= x1:
+        return False
+    ma = a.mask[y0 - a.bbox[0] : y1 - a.bbox[0], x0 - a.bbox[1] : x1 - a.bbox[1]]
+    mb = b.mask[y0 - b.bbox[0] : y1 - b.bbox[0], x0 - b.bbox[1] : x1 - b.bbox[1]]
+    return bool((ma & mb).any())
+
+
+def _merge(group: list[_Item]) -> _Item:
+    """One nucleus from the cut views of several tiles (a single view is returned as is)."""
+    if len(group) == 1:
+        return group[0]
+    import cv2
+
+    r0 = min(it.bbox[0] for it in group)
+    c0 = min(it.bbox[1] for it in group)
+    r1 = max(it.bbox[2] for it in group)
+    c1 = max(it.bbox[3] for it in group)
+    mask = np.zeros((r1 - r0, c1 - c0), bool)
+    for it in group:
+        mask[it.bbox[0] - r0 : it.bbox[2] - r0, it.bbox[1] - c0 : it.bbox[3] - c0] |= it.mask
+    rr, cc = np.nonzero(mask)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=len).reshape(-1, 2).astype(np.int32) + np.array(
+        [c0, r0], dtype=np.int32
+    )
+    big = max(group, key=lambda it: it.area)
+    return _Item(
+        tile=big.tile,
+        type=big.type,
+        prob=big.prob,
+        cy=float(rr.mean() + r0),
+        cx=float(cc.mean() + c0),
+        bbox=(r0, c0, r1, c1),
+        area=len(rr),
+        contour=contour,
+        mask=mask,
+        cut=False,
+        piece=True,
+    )
+
+
+def _grown(item: _Item, px: int) -> _Item:
+    """A copy of ``item`` whose mask is dilated by ``px`` pixels (bbox grown to match)."""
+    import cv2
+
+    r0, c0, r1, c1 = item.bbox
+    padded = np.pad(item.mask, px).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    mask = cv2.dilate(padded, kernel).astype(bool)
+    return dataclasses.replace(item, bbox=(r0 - px, c0 - px, r1 + px, c1 + px), mask=mask)

@@ -147,3 +147,68 @@ class OracleEngine:
             out_c.append(cc)
             tables.append(table_from_maps(ci, cc))
         return Result(np.stack(out_i), np.stack(out_c).astype(np.uint8), tables)
+
+
+def random_blobs(h: int, w: int, n: int, max_radius: int, seed: int = 0):
+    """Label maps of random, non-overlapping ellipses: inst int32, cls uint8."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    inst = np.zeros((h, w), np.int32)
+    cls = np.zeros((h, w), np.uint8)
+    k = 0
+    r = max_radius + 1
+    for _ in range(n):
+        cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+        ry, rx = (int(v) for v in rng.integers(2, max_radius + 1, 2))
+        y0, x0 = max(cy - r, 0), max(cx - r, 0)
+        win = np.s_[y0 : cy + r + 1, x0 : cx + r + 1]
+        m = np.zeros(inst[win].shape, np.uint8)
+        cv2.ellipse(m, (cx - x0, cy - y0), (rx, ry), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        m = m.astype(bool) & (inst[win] == 0)
+        if m.sum() < 5:
+            continue
+        lab, nlab = ndi.label(m)
+        if nlab > 1:  # keep the largest piece: one connected nucleus
+            m = lab == (np.bincount(lab.ravel())[1:].argmax() + 1)
+        k += 1
+        inst[win][m] = k
+        cls[win][m] = int(rng.integers(1, 5))
+    return inst, cls
+
+
+def oracle_tile(inst, cls, y0, x0, tile, jitter=None):
+    """The labels under one tile (relabelled), padded, and their table."""
+    ci = np.zeros((tile, tile), np.int32)
+    cc = np.zeros((tile, tile), np.uint8)
+    si = inst[y0 : y0 + tile, x0 : x0 + tile]
+    ci[: si.shape[0], : si.shape[1]] = si
+    cc[: si.shape[0], : si.shape[1]] = cls[y0 : y0 + tile, x0 : x0 + tile]
+    if jitter is not None:  # per-tile disagreement: grow or shrink nuclei by 1 px
+        ci = jitter(ci)
+        sizes = np.bincount(ci.ravel())
+        ci[sizes[ci] < 10] = 0  # as post-processing's min_object_size does
+    ci = relabel(ci)
+    cc[ci == 0] = 0
+    return ci, table_from_maps(ci, cc)
+
+
+def stitch_all(plan, inst, cls, scheduled=None, jitter=None, stitcher=None, start=0, stop=None):
+    """Runs a Stitcher over a plan with oracle tiles; returns (label map, nuclei list, stitcher)."""
+    from hvx.tiling import Stitcher
+
+    st = stitcher or Stitcher(plan, scheduled)
+    out = np.zeros(inst.shape, np.int32)
+    got = []
+    todo = [i for i in (scheduled if scheduled is not None else range(len(plan))) if i >= start]
+    for i in todo[:stop]:
+        t = plan.tile_at(i)
+        ci, tab = oracle_tile(inst, cls, t.y0, t.x0, plan.tile, jitter)
+        got.append(st.add_tile(i, ci, tab))
+    if stop is None:
+        got.append(st.finish())
+    for nu in got:
+        for g, b, m in zip(nu.id, nu.bbox, nu.masks, strict=True):
+            v = out[b[0] : b[2], b[1] : b[3]]
+            v[m & (v == 0)] = g
+    return out, got, st
