@@ -279,12 +279,14 @@ class Stitcher:
         items = [(-1, it) for it in self._active.values()]
         items += [(d, it) for d, lst in sorted(self._pending.items()) for it in lst]
         items += [(-2, it) for it in self._cut]
+        rows = [
+            [d, it.tile, it.type, it.gid, int(it.cut), *it.bbox, it.area, len(it.contour)]
+            for d, it in items
+        ]
+        for row, (_, it) in zip(rows, items, strict=True):
+            row += [int(it.piece), it.decider]
         ints = np.array(
-            [
-                (d, it.tile, it.type, it.gid, int(it.cut), *it.bbox, it.area, len(it.contour))
-                + (int(it.piece), it.decider)
-                for d, it in items
-            ],
+            rows,
             dtype=np.int64,
         ).reshape(-1, 13)
         floats = np.array([(it.prob, it.cy, it.cx) for _, it in items], dtype=np.float64)

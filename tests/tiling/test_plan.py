@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -28,7 +30,7 @@ def test_tiles_cover_and_cores_partition(length, tile, overlap):
     assert starts[0] == 0 and bounds[0] == 0 and bounds[-1] == length
     if length >= tile:
         assert starts[-1] + tile == length  # last tile ends at the edge
-    for a, b in zip(starts[:-1], starts[1:], strict=True):
+    for a, b in itertools.pairwise(starts):
         assert b - a <= tile - overlap and a + tile - b >= overlap  # at least `overlap`
     for i, s in enumerate(starts):
         lo, hi = bounds[i], bounds[i + 1]
