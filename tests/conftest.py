@@ -17,8 +17,21 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+
+def _find_consep() -> Path:
+    """The shared CoNSeP folder: $HVX_CONSEP_DIR, else ``shared/data/consep`` beside
+    the checkout or beside any folder above it (git worktrees live deeper)."""
+    if os.environ.get("HVX_CONSEP_DIR"):
+        return Path(os.environ["HVX_CONSEP_DIR"])
+    for parent in Path(__file__).resolve().parents[1].parents:
+        candidate = parent / "shared" / "data" / "consep"
+        if candidate.is_dir():
+            return candidate
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "consep"
+
+
 #: Real CoNSeP tiles shipped to developers and CI (absent on users' machines).
-CONSEP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "consep"
+CONSEP_DIR = _find_consep()
 
 
 def _has_tensorrt() -> bool:
