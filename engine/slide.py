@@ -78,7 +78,20 @@ def _thumbnail_of(reader, max_side: int) -> np.ndarray:
     return cv2.resize(thumb, (thumb.shape[1], thumb.shape[0]))  # contiguous copy
 
 
-class ArrayReader:
+class _Reader:
+    """Context-manager plumbing shared by the readers."""
+
+    def close(self) -> None:
+        """Releases the file (nothing to do for arrays)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ArrayReader(_Reader):
     """An in-memory ``ndarray[H, W, 3] uint8`` RGB image.
 
     Args:
@@ -119,7 +132,7 @@ class ArrayReader:
         }
 
 
-class TiffReader:
+class TiffReader(_Reader):
     """A plain (non-pyramidal) TIFF read region by region, never whole.
 
     Uncompressed contiguous images are memory-mapped; others are read through
@@ -141,6 +154,7 @@ class TiffReader:
         except Exception as e:
             raise SlideReadError(f"expected a readable TIFF, got {self.path}: {e}") from e
         if dtype != np.uint8 or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] < 3):
+            self._tif.close()
             raise SlideReadError(
                 f"expected an 8-bit grey or RGB TIFF, got shape {shape} {dtype} in {self.path}"
             )
@@ -215,7 +229,7 @@ class TiffReader:
         self._tif.close()
 
 
-class OpenSlideReader:
+class OpenSlideReader(_Reader):
     """A whole slide through OpenSlide, at a level or at a target resolution.
 
     Args:
