@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from hvx._version import __version__
-from hvx.cli import info
+from hvx.cli import info, slide
 
 # Explicit, ordered registry (no dynamic imports from strings).
-_COMMANDS = (info,)
+_COMMANDS = (info, slide)
 
 
 def build_parser() -> argparse.ArgumentParser:
