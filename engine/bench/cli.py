@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from hvx.bench import harness
+from hvx.bench import metrics as metrics_stage
 
 # Stage modules, in run order. Each has NAME, HELP and run(ctx) -> list[Record].
-_STAGES: tuple = ()
+_STAGES: tuple = (metrics_stage,)
 
 
 def _csv_ints(text: str) -> list[int]:

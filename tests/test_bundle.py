@@ -1,0 +1,380 @@
+"""hvx.bundle: save/load round trips and every way a bundle can be broken."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import hvx.bundle as hb
+from hvx.bundle import ModelBundle, load_bundle, save_bundle
+from hvx.model import create_model, get_variant
+
+try:
+    from hvx.postprocess import PostprocessConfig
+    from hvx.preprocess import PreprocessConfig
+
+    _REAL_CONFIGS = True
+except ImportError:  # until hvx.preprocess / hvx.postprocess land on main
+    _REAL_CONFIGS = False
+
+    @dataclasses.dataclass(frozen=True)
+    class _StandIn:
+        @classmethod
+        def from_dict(cls, d):
+            if not isinstance(d, dict):
+                raise TypeError(f"expected a dict, got {type(d).__name__}")
+            fields = {f.name for f in dataclasses.fields(cls)}
+            if set(d) != fields:
+                raise ValueError(f"expected exactly the keys {sorted(fields)}, got {sorted(d)}")
+            return cls(**d)
+
+        def to_dict(self):
+            return dataclasses.asdict(self)
+
+    @dataclasses.dataclass(frozen=True)
+    class PreprocessConfig(_StandIn):  # minimal stand-in: mode -> in_chans only
+        mode: str = "6ch"
+
+        @property
+        def in_chans(self):
+            return 6 if self.mode == "6ch" else 3
+
+    @dataclasses.dataclass(frozen=True)
+    class PostprocessConfig(_StandIn):
+        np_threshold: float = 0.5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These tests run small convolutions; on a shared 2-core box two OpenMP
+    # threads per process oversubscribe the cores and run 10x slower than one.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _config_classes(monkeypatch):
+    if not _REAL_CONFIGS:
+        monkeypatch.setattr(hb, "_config_classes", lambda: (PreprocessConfig, PostprocessConfig))
+
+
+_RGB = PreprocessConfig(mode="rgb")
+NAMES = ("inflammatory", "epithelial", "stromal", "other")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = create_model("fast_convnext_atto", in_chans=6, num_types=5)
+    # non-trivial BN statistics so a mix-up of buffers would show
+    with torch.no_grad():
+        m.train()(torch.randn(2, 6, 32, 32))
+    return m.eval()
+
+
+def _save(path, model, **kw):
+    args = {
+        "class_names": NAMES,
+        "mpp": 0.5,
+        "preprocess": PreprocessConfig(),
+        "postprocess": PostprocessConfig(),
+        "provenance": {"config": "cpu", "seed": 0},
+        "metrics": {"pq": 0.61, "mpq_plus": 0.42},
+    }
+    args.update(kw)
+    return save_bundle(path, model, **args)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, model):
+    return _save(tmp_path_factory.mktemp("b") / "bundle", model)
+
+
+@pytest.fixture
+def copy(bundle_dir, tmp_path):
+    """A fresh copy of the saved bundle to break."""
+    return Path(shutil.copytree(bundle_dir, tmp_path / "copy"))
+
+
+def _edit(path: Path, **changes):
+    m = json.loads((path / "model.json").read_text())
+    for k, v in changes.items():
+        if v is _DELETE:
+            del m[k]
+        else:
+            m[k] = v
+    (path / "model.json").write_text(json.dumps(m))
+
+
+_DELETE = object()
+
+
+def test_roundtrip_float32_is_exact(bundle_dir, model):
+    b = load_bundle(bundle_dir)
+    assert isinstance(b, ModelBundle)
+    assert (b.variant, b.in_chans, b.num_types, b.mpp) == ("fast_convnext_atto", 6, 5, 0.5)
+    assert b.class_names == NAMES and len(b.class_colors) == 4
+    assert all(len(c) == 3 for c in b.class_colors)
+    assert b.preprocess == PreprocessConfig() and b.postprocess == PostprocessConfig()
+    assert b.provenance == {"config": "cpu", "seed": 0}
+    assert b.metrics == {"pq": 0.61, "mpq_plus": 0.42}
+    assert b.weights_dtype == "float32"
+    net = b.build_model()
+    assert not net.training
+    ref = model.state_dict()
+    got = net.state_dict()
+    assert ref.keys() == got.keys()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    x = torch.randn(1, 6, 32, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)["tp"], model(x)["tp"], rtol=0, atol=0)
+    m = json.loads((bundle_dir / "model.json").read_text())
+    assert m["schema_version"] == hb.SCHEMA_VERSION and m["format"] == "hvx-model-bundle"
+    assert m["architecture"]["decoder"] == "light"
+    assert sorted(p.name for p in bundle_dir.iterdir()) == ["model.json", "weights.safetensors"]
+
+
+def test_roundtrip_float16_storage(tmp_path, model, bundle_dir):
+    colors = [(1, 2, 3), (4, 5, 6), (7, 8, 9), (250, 251, 252)]
+    p = _save(tmp_path / "half", model, weights_dtype=torch.float16, class_colors=colors)
+    size32 = (bundle_dir / "weights.safetensors").stat().st_size
+    size16 = (p / "weights.safetensors").stat().st_size
+    assert size16 < 0.55 * size32
+    b = load_bundle(p)
+    assert b.weights_dtype == "float16" and b.class_colors == tuple(colors)
+    net = b.build_model(dtype=torch.float32)
+    w = net.encoder.body.stem_0.weight
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, model.encoder.body.stem_0.weight.half().float(), rtol=0, atol=0)
+    x = torch.randn(1, 6, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)["np"], model(x)["np"], rtol=0.05, atol=0.05)
+    net16 = b.build_model(dtype=torch.float16)
+    assert net16.encoder.body.stem_0.weight.dtype == torch.float16
+    assert net16.encoder.body.stem_0.weight.device.type == "cpu"
+
+
+def test_save_replaces_an_existing_bundle_and_leaves_no_temp_files(tmp_path, model):
+    p = _save(tmp_path / "b", model, metrics={"pq": 0.1})
+    _save(p, model, metrics={"pq": 0.2})
+    assert load_bundle(p).metrics == {"pq": 0.2}
+    assert [q.name for q in tmp_path.iterdir()] == ["b"]
+
+
+def test_save_is_atomic_when_writing_fails(tmp_path, model, monkeypatch):
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        _save(tmp_path / "b", model)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_refuses_to_overwrite_a_foreign_folder(tmp_path, model):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"refusing to overwrite .*not an hvx bundle"):
+        _save(tmp_path / "data", model)
+    assert (tmp_path / "data" / "keep.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("kw", "exc", "match"),
+    [
+        ({"class_names": ("a", "b")}, ValueError, r"expected 4 non-empty names .*got \['a', 'b'\]"),
+        ({"class_names": "abcd"}, ValueError, r"class_names: expected a list of str, got str"),
+        ({"class_names": ("a", "a", "b", "c")}, ValueError, r"expected unique names"),
+        ({"class_colors": [(0, 0, 0)] * 3}, ValueError, r"expected 4 RGB triples"),
+        ({"class_colors": [(0, 0, 256)] * 4}, ValueError, r"RGB ints in .*got \(0, 0, 256\)"),
+        ({"mpp": 0.0}, ValueError, r"mpp: expected a positive number .*got 0.0"),
+        ({"mpp": float("nan")}, ValueError, r"mpp: expected a positive number"),
+        ({"preprocess": _RGB}, ValueError, r"6 channels .*in_chans=3"),
+        ({"preprocess": {"mode": "6ch"}}, TypeError, r"preprocess: expected a config with to_dict"),
+        ({"metrics": {"pq": float("nan")}}, ValueError, r"metrics: expected JSON-serialisable"),
+        ({"provenance": {"when": object()}}, ValueError, r"provenance: expected JSON-serialisable"),
+        ({"weights_dtype": torch.int8}, ValueError, r"expected weights_dtype float32, float16 or"),
+    ],
+)  # fmt: skip
+def test_save_validates_metadata(tmp_path, model, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        _save(tmp_path / "b", model, **kw)
+    assert not (tmp_path / "b").exists()
+
+
+def test_save_rejects_non_models_and_fp16_overflow(tmp_path, model):
+    with pytest.raises(TypeError, match=r"expected a hvx\.model\.HoVerNet, got Linear"):
+        _save(tmp_path / "b", torch.nn.Linear(2, 2))
+    torch.manual_seed(0)
+    big = create_model("fast_convnext_atto", in_chans=6, num_types=5)
+    with torch.no_grad():
+        big.decoder.branches["np"].head.bias.fill_(1e6)
+    with pytest.raises(ValueError, match=r"decoder.branches.np.head.bias overflows float16"):
+        _save(tmp_path / "b", big, weights_dtype=torch.float16)
+
+
+# ------------------------------------------------------------- broken bundles
+
+
+def test_truncated_weights(copy):
+    w = copy / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match=r"truncated or altered: expected \d+ bytes, got \d+"):
+        load_bundle(copy)
+
+
+def test_corrupt_weights_same_size(copy):
+    w = copy / "weights.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-10] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"corrupt: SHA-256 [0-9a-f]{64} differs from model.json"):
+        load_bundle(copy)
+
+
+def test_missing_weights_file(copy):
+    (copy / "weights.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"missing weights.safetensors"):
+        load_bundle(copy)
+
+
+def _rewrite_weights(path: Path, state: dict, dtype: str | None = None):
+    """Writes a self-consistent (size + hash) but architecturally wrong weights file."""
+    w = path / "weights.safetensors"
+    save_file(state, str(w))
+    m = json.loads((path / "model.json").read_text())
+    m["weights"].update(bytes=w.stat().st_size, sha256=hb._sha256(w), tensors=len(state))
+    if dtype:
+        m["weights"]["dtype"] = dtype
+    (path / "model.json").write_text(json.dumps(m))
+
+
+def test_weights_missing_a_tensor(copy):
+    state = load_file(str(copy / "weights.safetensors"))
+    del state["decoder.branches.hv.head.weight"]
+    state["extra.weight"] = torch.zeros(2)
+    _rewrite_weights(copy, state)
+    with pytest.raises(
+        ValueError,
+        match=r"do not match the architecture: missing \['decoder.branches.hv.head.weight'\].*"
+        r"unexpected \['extra.weight'\]",
+    ):
+        load_bundle(copy)
+
+
+def test_weights_shape_mismatch(copy):
+    # model.json says 4 types, the weights were trained with 5
+    _edit(copy, num_types=4, class_names=list(NAMES[:3]), class_colors=[[0, 0, 0]] * 3)
+    with pytest.raises(
+        ValueError, match=r"shape mismatch for decoder.branches.tp.head.\w+: expected"
+    ):
+        load_bundle(copy)
+
+
+def test_weights_of_another_variant(copy):
+    arch = get_variant("fast_convnext_pico").to_dict()
+    _edit(copy, variant="fast_convnext_pico", architecture=arch)
+    with pytest.raises(ValueError, match=r"shape mismatch for encoder"):
+        load_bundle(copy)
+
+
+def test_weights_dtype_disagrees_with_manifest(copy):
+    state = load_file(str(copy / "weights.safetensors"))
+    state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    _rewrite_weights(copy, state)  # says float32, stores F16
+    with pytest.raises(ValueError, match=r"is stored as F16, model.json says F32"):
+        load_bundle(copy)
+
+
+def test_not_safetensors_at_all(copy):
+    w = copy / "weights.safetensors"
+    w.write_bytes(b"\x00" * 64)
+    m = json.loads((copy / "model.json").read_text())
+    m["weights"].update(bytes=64, sha256=hb._sha256(w))
+    (copy / "model.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=r"unreadable safetensors file"):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"colour": "red"}, r"unknown fields \['colour'\], missing fields \[\]"),
+        ({"mpp": _DELETE}, r"unknown fields \[\], missing fields \['mpp'\]"),
+        ({"schema_version": 2}, r"unsupported schema_version 2; .* reads schema_version 1"),
+        ({"format": "other"}, r"expected format 'hvx-model-bundle', got 'other'"),
+        ({"variant": "unet"}, r"variant: expected a variant in .*got 'unet'"),
+        ({"architecture": {"name": "x"}}, r"architecture: expected \{.*for variant"),
+        ({"in_chans": "6"}, r"in_chans: expected .*int.*got str"),
+        ({"num_types": True}, r"num_types: expected"),
+        ({"mpp": -1}, r"mpp: expected a positive number"),
+        ({"class_names": ["a"]}, r"class_names: expected 4 non-empty names"),
+        ({"class_colors": [[0, 0]] * 4}, r"class_colors: expected RGB ints"),
+        ({"preprocess": {"mode": "6ch", "gamma": 1}}, r"preprocess: unknown keys \['gamma'\]"),
+        ({"postprocess": {}}, r"postprocess: unknown keys \[\], missing keys \['\w+'"),
+        ({"metrics": [1]}, r"metrics: expected .*dict.*got list"),
+        ({"weights": {"file": "weights.safetensors"}}, r"weights: expected keys"),
+    ],
+)  # fmt: skip
+def test_bad_manifest_fields(copy, changes, match):
+    _edit(copy, **changes)
+    with pytest.raises(ValueError, match=match):
+        load_bundle(copy)
+
+
+def test_manifest_preprocess_must_match_in_chans(copy):
+    pre = PreprocessConfig(mode="rgb").to_dict()
+    _edit(copy, preprocess=pre)
+    with pytest.raises(ValueError, match=r"preprocess gives 3 channels, expected in_chans=6"):
+        load_bundle(copy)
+
+
+def test_manifest_not_json_or_not_a_bundle(copy, tmp_path):
+    (copy / "model.json").write_text("{ nope")
+    with pytest.raises(ValueError, match=r"model.json: not valid JSON"):
+        load_bundle(copy)
+    (copy / "model.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"expected a JSON object, got list"):
+        load_bundle(copy)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"expected a model bundle folder with model.json"):
+        load_bundle(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="model bundle not found"):
+        load_bundle(tmp_path / "nowhere")
+
+
+def test_weights_replaced_after_loading(copy):
+    b = load_bundle(copy)
+    state = load_file(str(copy / "weights.safetensors"))
+    state["decoder.branches.tp.head.bias"] = torch.zeros(3)
+    save_file(state, str(copy / "weights.safetensors"))
+    with pytest.raises(ValueError, match=r"does not fit 'fast_convnext_atto'"):
+        b.build_model()
+
+
+def test_roundtrip_bfloat16_storage(tmp_path, model):
+    b = load_bundle(_save(tmp_path / "bf16", model, weights_dtype=torch.bfloat16))
+    assert b.weights_dtype == "bfloat16"
+    w = b.build_model().encoder.body.stem_0.weight
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(
+        w, model.encoder.body.stem_0.weight.bfloat16().float(), rtol=0, atol=0
+    )
+
+
+def test_manifest_config_values_are_validated_by_the_config_class(copy):
+    pre = PreprocessConfig().to_dict()
+    pre["mode"] = "cmyk"
+    _edit(copy, preprocess=pre)
+    if not _REAL_CONFIGS:  # the stand-in does not validate values
+        pytest.skip("needs the real hvx.preprocess")
+    with pytest.raises(ValueError, match=r"model.json: preprocess: .*cmyk"):
+        load_bundle(copy)
