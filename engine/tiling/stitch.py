@@ -33,6 +33,7 @@ one-pass segmentation of the whole image up to the order of ids.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -457,28 +458,34 @@ class Stitcher:
         items = self._cut
         if not items or min(it.decider for it in items) > current:
             return []
-        parent = list(range(len(items)))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        for i in range(len(items)):
-            for j in range(i + 1, len(items)):
-                if _intersect(items[i], items[j]):
-                    parent[find(i)] = find(j)
-        groups: dict[int, list[_Item]] = defaultdict(list)
-        for i, it in enumerate(items):
-            groups[find(i)].append(it)
+        cells: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for idx, it in enumerate(items):
+            for cell in self._cells(it.bbox):
+                cells[cell].append(idx)
+        grouped: set[int] = set()
+        groups: list[list[int]] = []
+        for first in range(len(items)):  # grow a group from each piece that is due
+            if first in grouped or items[first].decider > current:
+                continue
+            grouped.add(first)
+            comp, stack = [first], [first]
+            while stack:
+                i = stack.pop()
+                near = {j for cell in self._cells(items[i].bbox) for j in cells[cell]}
+                for j in sorted(near - grouped):
+                    if _intersect(items[i], items[j]):
+                        grouped.add(j)
+                        comp.append(j)
+                        stack.append(j)
+            groups.append(sorted(comp))
+        waiting = set(range(len(items))) - grouped
         out: list[_Item] = []
-        self._cut = []
-        for group in sorted(groups.values(), key=lambda g: (g[0].tile, g[0].bbox)):
-            if max(it.decider for it in group) > current:
-                self._cut += group
+        for comp in sorted(groups, key=lambda g: (items[g[0]].tile, items[g[0]].bbox)):
+            if max(items[i].decider for i in comp) > current:
+                waiting |= set(comp)
             else:
-                out += self._emit(_merge(group))
+                out += self._emit(_merge([items[i] for i in comp]))
+        self._cut = [items[i] for i in sorted(waiting)]
         return out
 
     def _prune(self) -> None:
@@ -545,6 +552,12 @@ def _grown(item: _Item, px: int) -> _Item:
 
     r0, c0, r1, c1 = item.bbox
     padded = np.pad(item.mask, px).astype(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
-    mask = cv2.dilate(padded, kernel).astype(bool)
+    mask = cv2.dilate(padded, _disk(px)).astype(bool)
     return dataclasses.replace(item, bbox=(r0 - px, c0 - px, r1 + px, c1 + px), mask=mask)
+
+
+@functools.cache
+def _disk(px: int) -> np.ndarray:
+    import cv2
+
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
