@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 from hvx.bench import harness
 from hvx.bench import metrics as metrics_stage
+from hvx.bench import preprocess as preprocess_stage
 
 # Stage modules, in run order. Each has NAME, HELP and run(ctx) -> list[Record].
-_STAGES: tuple = (metrics_stage,)
+_STAGES: tuple = (preprocess_stage, metrics_stage)
 
 
 def _csv_ints(text: str) -> list[int]:
