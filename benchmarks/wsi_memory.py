@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=128)
     ap.add_argument("--work", type=Path, default=Path("/tmp/hvx_wsi_bench"))
     ap.add_argument("--formats", default="geojson,csv")
+    ap.add_argument("--no-tissue", action="store_true", help="run every tile")
     args = ap.parse_args()
     from hvx.bench.harness import provenance
     from hvx.slide import open_image
@@ -138,7 +139,7 @@ def main() -> None:
         write_mosaic(consep, args.size, img)
     t_gen = time.perf_counter() - t0
     rss_gen = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cfg = TilingConfig(tile=256, overlap=args.overlap, batch_size=8)
+    cfg = TilingConfig(tile=256, overlap=args.overlap, batch_size=8, tissue=not args.no_tissue)
     reader = open_image(img)
     plan = plan_tiles(reader.height, reader.width, cfg.tile, cfg.overlap)
     tiles = schedule_tiles(plan, reader, cfg)

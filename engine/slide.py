@@ -69,7 +69,7 @@ def _thumbnail_of(reader, max_side: int) -> np.ndarray:
 
     step = max(1, math.ceil(max(reader.height, reader.width) / max_side))
     rows = []
-    band = max(step, (4096 // step) * step)
+    band = max(step, ((32 << 20) // (3 * reader.width) // step) * step)  # <= ~32 MiB per read
     for y in range(0, reader.height, band):
         h = min(band, reader.height - y)
         strip = reader.read(y, 0, h, reader.width)
