@@ -100,8 +100,9 @@ def run_tiled(args: argparse.Namespace, engine, path: Path, out: Path) -> dict:
 
     from hvx.slide import open_image
     from hvx.tiling import TilingConfig, infer_slide
+    from hvx.tiling.pipeline import engine_mpp
 
-    target = None if args.level is not None else getattr(engine, "model_mpp", None)
+    target = None if args.level is not None else engine_mpp(engine)
     reader = open_image(path, level=args.level, target_mpp=target, mpp=args.mpp)
     if target is None and args.level is None:
         log.warning("the engine states no model mpp: reading %s at its own resolution", path)
@@ -139,6 +140,6 @@ def run(args: argparse.Namespace) -> int:
         from hvx import Engine  # provided by the engine module
     except ImportError as e:
         raise SystemExit(f"hvx slide needs hvx.Engine, which this install lacks: {e}") from e
-    engine = Engine.load(args.model, device=args.device) if args.device else Engine.load(args.model)
+    engine = Engine.load(args.model, device=args.device or "auto")
     run_tiled(args, engine, args.input, args.out)
     return 0

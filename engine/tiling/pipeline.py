@@ -297,13 +297,22 @@ def _warn_cut(stats: StitchStats, config: TilingConfig) -> None:
 
 
 # ---------------------------------------------------------------- to disk
+def engine_mpp(engine) -> float | None:
+    """Microns per pixel the engine's model was trained at (None when it does not say)."""
+    for attr in ("model_mpp", "mpp"):
+        v = getattr(engine, attr, None)
+        if isinstance(v, int | float) and v > 0:
+            return float(v)
+    return None
+
+
 def _engine_meta(engine) -> tuple[tuple[str, ...], object, dict]:
     """Class names, class colours and a model identity (for the run hash)."""
     bundle = getattr(engine, "bundle", None)
     names = getattr(engine, "class_names", None) or getattr(bundle, "class_names", ())
     colors = getattr(engine, "class_colors", None) or getattr(bundle, "class_colors", None)
-    ident: dict = {"class_names": list(names), "mpp": getattr(engine, "model_mpp", None)}
-    path = getattr(bundle, "path", None) or getattr(engine, "path", None)
+    ident: dict = {"class_names": list(names), "mpp": engine_mpp(engine)}
+    path = getattr(bundle, "path", None) or getattr(engine, "source", None)
     if path is not None:
         h = hashlib.sha256()
         p = Path(path)
@@ -314,7 +323,7 @@ def _engine_meta(engine) -> tuple[tuple[str, ...], object, dict]:
                     for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
                         h.update(chunk)
         ident["files_sha256"] = h.hexdigest()
-    for attr in ("variant", "backend_name", "precision"):
+    for attr in ("variant", "backend", "precision"):
         v = getattr(engine, attr, None) or getattr(bundle, attr, None)
         if isinstance(v, str | int | float):
             ident[attr] = v
