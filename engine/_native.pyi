@@ -44,3 +44,48 @@ def conic_counts(
 
 def pairwise_sum(x: npt.ArrayLike) -> float:
     """NumPy's pairwise float64 summation of a 1-D array."""
+
+# ---- postprocess (csrc/postprocess.*, SPEC §3) ----
+
+def pp_instances_from_hv(
+    np_prob: np.ndarray,
+    hv: np.ndarray,
+    np_threshold: float,
+    min_object_size: int,
+    sobel_ksize: int,
+    marker_threshold: float,
+    opening_ksize: int,
+    gaussian_ksize: int,
+) -> np.ndarray:
+    """SPEC 3a instance map: np (H, W) float32, hv (2, H, W) float32 -> (H, W) int32."""
+
+def pp_instance_table(
+    inst: np.ndarray, types: np.ndarray
+) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]:
+    """SPEC 3b: (id, type, type_prob, centroid_yx, bbox, area, contour_xy, contour_offsets)."""
+
+def pp_postprocess_batch(
+    np_prob: np.ndarray,
+    hv: np.ndarray,
+    tp: np.ndarray,
+    np_threshold: float,
+    min_object_size: int,
+    sobel_ksize: int,
+    marker_threshold: float,
+    opening_ksize: int,
+    gaussian_ksize: int,
+    num_threads: int = 0,
+) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+    """Batch SPEC 3a + 3b, OpenMP over images, GIL released: (inst, type uint8, tables)."""
+
+def _pp_normalize(x: np.ndarray) -> np.ndarray: ...
+def _pp_sobel(x: np.ndarray, dx: int, ksize: int) -> np.ndarray: ...
+def _pp_gaussian3(x: np.ndarray) -> np.ndarray: ...
+def _pp_label4(x: np.ndarray) -> np.ndarray: ...
+def _pp_fill_holes(x: np.ndarray) -> np.ndarray: ...
+def _pp_open_ellipse(x: np.ndarray, k: int) -> np.ndarray: ...
+def _pp_watershed(
+    image: np.ndarray, markers: np.ndarray, mask: np.ndarray, exact_heap: bool = False
+) -> np.ndarray: ...

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,40 +13,8 @@ from safetensors.torch import load_file, save_file
 import hvx.bundle as hb
 from hvx.bundle import ModelBundle, load_bundle, save_bundle
 from hvx.model import create_model, get_variant
-
-try:
-    from hvx.postprocess import PostprocessConfig
-    from hvx.preprocess import PreprocessConfig
-
-    _REAL_CONFIGS = True
-except ImportError:  # until hvx.preprocess / hvx.postprocess land on main
-    _REAL_CONFIGS = False
-
-    @dataclasses.dataclass(frozen=True)
-    class _StandIn:
-        @classmethod
-        def from_dict(cls, d):
-            if not isinstance(d, dict):
-                raise TypeError(f"expected a dict, got {type(d).__name__}")
-            fields = {f.name for f in dataclasses.fields(cls)}
-            if set(d) != fields:
-                raise ValueError(f"expected exactly the keys {sorted(fields)}, got {sorted(d)}")
-            return cls(**d)
-
-        def to_dict(self):
-            return dataclasses.asdict(self)
-
-    @dataclasses.dataclass(frozen=True)
-    class PreprocessConfig(_StandIn):  # minimal stand-in: mode -> in_chans only
-        mode: str = "6ch"
-
-        @property
-        def in_chans(self):
-            return 6 if self.mode == "6ch" else 3
-
-    @dataclasses.dataclass(frozen=True)
-    class PostprocessConfig(_StandIn):
-        np_threshold: float = 0.5
+from hvx.postprocess import PostprocessConfig
+from hvx.preprocess import PreprocessConfig
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,12 +25,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _config_classes(monkeypatch):
-    if not _REAL_CONFIGS:
-        monkeypatch.setattr(hb, "_config_classes", lambda: (PreprocessConfig, PostprocessConfig))
 
 
 _RGB = PreprocessConfig(mode="rgb")
@@ -374,7 +335,5 @@ def test_manifest_config_values_are_validated_by_the_config_class(copy):
     pre = PreprocessConfig().to_dict()
     pre["mode"] = "cmyk"
     _edit(copy, preprocess=pre)
-    if not _REAL_CONFIGS:  # the stand-in does not validate values
-        pytest.skip("needs the real hvx.preprocess")
     with pytest.raises(ValueError, match=r"model.json: preprocess: .*cmyk"):
         load_bundle(copy)

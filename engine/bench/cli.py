@@ -7,12 +7,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from hvx.bench import harness
+from hvx.bench import backends, harness
 from hvx.bench import metrics as metrics_stage
+from hvx.bench import postprocess as postprocess_stage
 from hvx.bench import preprocess as preprocess_stage
 
 # Stage modules, in run order. Each has NAME, HELP and run(ctx) -> list[Record].
-_STAGES: tuple = (preprocess_stage, metrics_stage)
+_STAGES: tuple = (preprocess_stage, postprocess_stage, metrics_stage, backends)
 
 
 def _csv_ints(text: str) -> list[int]:

@@ -1,0 +1,96 @@
+// HV-gradient watershed post-processing (SPEC §3a) and per-instance records
+// (SPEC §3b), identical to HoVer-Net's reference pipeline (OpenCV + scipy +
+// scikit-image < 0.26) pixel for pixel. Plain C++17; no Python headers.
+//
+// Layout: pp_filters.cpp (min-max normalisation, Sobel 21, Gaussian 3x3, bit-exact
+// with OpenCV), pp_morph.cpp (labelling, small-object removal, hole filling,
+// ellipse opening), pp_watershed.cpp (scikit-image's marker watershed),
+// pp_contour.cpp (OpenCV's Suzuki outer border + CHAIN_APPROX_SIMPLE),
+// postprocess.cpp (the pipeline, the instance table and the batch driver).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace hvx {
+namespace pp {
+
+// Every constant of SPEC §3a (see hvx.postprocess.PostprocessConfig).
+struct Params {
+  float np_threshold = 0.5f;    // foreground: np_prob >= np_threshold (float32 compare)
+  int64_t min_object_size = 10;  // components with fewer pixels are removed (blobs, markers)
+  int sobel_ksize = 21;          // odd, 3..31
+  double marker_threshold = 0.4;  // pixels with gradient energy >= this are not markers
+  int opening_ksize = 5;          // odd ellipse size of the marker opening (1 = none)
+  int gaussian_ksize = 3;         // 3 only: taps [0.25, 0.5, 0.25] (sigma 0)
+};
+
+// Checks parameters; throws std::invalid_argument naming expected vs got.
+void validate_params(const Params& p);
+
+// Instance map of one image (SPEC §3a). np: (H, W) float32 foreground
+// probability; h, v: (H, W) float32 horizontal / vertical maps; out: (H, W) int32.
+// Inputs must be finite (the caller checks).
+void instances_from_hv(const float* np, const float* h, const float* v, int64_t H, int64_t W,
+                       const Params& p, int32_t* out);
+
+// One image's nuclei (SPEC §3b), ascending id; contour points flattened.
+struct Table {
+  std::vector<int32_t> id, type;
+  std::vector<float> type_prob;
+  std::vector<double> centroid;  // K x 2, (y, x)
+  std::vector<int32_t> bbox;     // K x 4, (rmin, cmin, rmax, cmax), max exclusive
+  std::vector<int64_t> area;
+  std::vector<int32_t> contour_xy;       // sum(K_i) x 2, (x, y)
+  std::vector<int64_t> contour_offsets;  // K + 1 offsets into contour_xy (in points)
+};
+
+// Per-instance records of `inst` (>= 0) with pixel types `types` (>= 0, H x W).
+// Instances whose outer contour has < 3 points are left out (SPEC §3b).
+Table instance_table(const int32_t* inst, const int32_t* types, int64_t H, int64_t W);
+
+// Argmax over C planes (C, H, W) float32 -> (H, W) int32; ties go to the lower index.
+void argmax_planes(const float* probs, int64_t C, int64_t H, int64_t W, int32_t* out);
+
+// Paints each tabled instance's pixels with its type (others 0) -> (H, W) uint8.
+void paint_types(const int32_t* inst, int64_t H, int64_t W, const Table& t, uint8_t* out);
+
+// The outer border of the first 8-connected component (raster order) of the
+// pixels equal to `id` in `inst`, OpenCV findContours(RETR_TREE,
+// CHAIN_APPROX_SIMPLE) order, as (x, y) pairs appended to `xy`.
+// Returns the number of points appended (0 when no pixel equals id).
+int64_t outer_contour(const int32_t* inst, int64_t H, int64_t W, int32_t id, int64_t r0,
+                      int64_t c0, std::vector<int32_t>& xy);
+
+// ---- building blocks (exposed for the tests of each step) ----------------
+// cv2.normalize(src, None, 0, 1, NORM_MINMAX, CV_32F) for float32 / float64 input.
+void normalize_minmax_f32(const float* src, int64_t n, float* dst);
+void normalize_minmax_f64(const double* src, int64_t n, float* dst);
+// cv2.Sobel(src, CV_64F, dx, 1 - dx, ksize) for float32 src, BORDER_REFLECT_101.
+void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double* dst);
+// cv2.GaussianBlur(src, (3, 3), 0) for float64 src, BORDER_REFLECT_101.
+void gaussian3_f64(const double* src, int64_t H, int64_t W, double* dst);
+// scipy.ndimage.label (4-connectivity) of mask != 0; returns the number of labels.
+// With `sizes`, (*sizes)[l] = pixels of label l (index 0 unused).
+int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
+               std::vector<int64_t>* sizes = nullptr);
+// Zeroes 4-connected components of mask != 0 with < min_size pixels; returns
+// the number of pixels left.
+int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size);
+// scipy.ndimage.binary_fill_holes (cross structure), in place on a 0/1 mask.
+void fill_holes(uint8_t* mask, int64_t H, int64_t W);
+// cv2.morphologyEx(mask, MORPH_OPEN, ellipse(k, k)) with OpenCV's default border.
+void open_ellipse(uint8_t* mask, int64_t H, int64_t W, int k);
+// skimage.segmentation.watershed(image, markers, mask=mask) (connectivity 1),
+// markers already zero outside mask; labels: in = markers, out = result.
+// exact_heap = true skips the rank-queue fast path (for tests).
+void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W,
+               int32_t* labels, bool exact_heap = false);
+// The same on (H + 2) x (W + 2) arrays with a zero mask border (no copies).
+void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                      int64_t Wp, bool exact_heap = false);
+
+}  // namespace pp
+}  // namespace hvx

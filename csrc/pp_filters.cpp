@@ -1,0 +1,403 @@
+// Float filters of SPEC §3a, bit-exact with OpenCV (measured against cv2 5.0):
+// - normalize NORM_MINMAX -> CV_32F: scale = (float)(1 / (max - min)) (0 when the
+//   range is <= DBL_EPSILON), shift = 0.0f - (float)(min * scale); float32 input is
+//   mapped with a float FMA, float64 input with a double FMA, then rounded to float.
+// - Sobel(CV_64F): separable; the row pass sums taps k = 0..K-1 left to right
+//   (products are exact in double, so FMA or not is the same); the column pass is
+//   OpenCV's symmetric/antisymmetric column filter: centre tap first, then
+//   ky[k] * (below + above) (or (below - above)) for k = 1..K/2, NO FMA.
+// - GaussianBlur 3x3 (CV_64F): row 0.25a + 0.5b + 0.25c, column 0.5c + 0.25(d + u).
+// Every pass vectorises along the row, which keeps each pixel's operation order.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "postprocess.hpp"
+
+// OpenCV's column filter rounds ky[k] * (a +- b) before adding it: a fused
+// multiply-add there changes the last bit. GCC contracts a * b + c by default in
+// C++ when the target has FMA, so the x86 column pass is written with SSE2 / AVX2
+// intrinsics and an empty asm barrier on the product; elsewhere contraction is
+// switched off for this file.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__) && !(defined(__x86_64__) || defined(__i386__))
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HVX_X86_DISPATCH 1
+#define HVX_AVX2 __attribute__((target("avx2,fma")))
+#include <immintrin.h>
+#else
+#define HVX_X86_DISPATCH 0
+#endif
+
+#if defined(__GNUC__)
+#define HVX_INLINE inline __attribute__((always_inline))
+#else
+#define HVX_INLINE inline
+#endif
+
+namespace hvx {
+namespace pp {
+namespace {
+
+bool cpu_has_avx2_fma() {
+#if HVX_X86_DISPATCH
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// OpenCV borderInterpolate for BORDER_REFLECT_101 (repeats until inside).
+int64_t reflect101(int64_t p, int64_t n) {
+  if (n == 1) return 0;
+  while (p < 0 || p >= n) p = p < 0 ? -p : 2 * (n - 1) - p;
+  return p;
+}
+
+template <typename T>
+void minmax(const T* src, int64_t n, double& mn, double& mx) {
+  T lo = src[0], hi = src[0];
+  for (int64_t i = 1; i < n; ++i) {
+    lo = src[i] < lo ? src[i] : lo;
+    hi = src[i] > hi ? src[i] : hi;
+  }
+  mn = static_cast<double>(lo);
+  mx = static_cast<double>(hi);
+}
+
+#if HVX_X86_DISPATCH
+// NaN-free inputs (the caller checks), so vector min/max equals the scalar scan
+// (a -0.0 / +0.0 choice cannot change scale or shift).
+HVX_AVX2 void minmax_f32_avx2(const float* s, int64_t n, double& mn, double& mx) {
+  if (n < 16) return minmax(s, n, mn, mx);
+  __m256 lo = _mm256_loadu_ps(s), hi = lo;
+  int64_t i = 8;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(s + i);
+    lo = _mm256_min_ps(lo, v), hi = _mm256_max_ps(hi, v);
+  }
+  alignas(32) float l[8], h[8];
+  _mm256_store_ps(l, lo), _mm256_store_ps(h, hi);
+  float a = l[0], b = h[0];
+  for (int k = 1; k < 8; ++k) a = std::min(a, l[k]), b = std::max(b, h[k]);
+  for (; i < n; ++i) a = std::min(a, s[i]), b = std::max(b, s[i]);
+  mn = a, mx = b;
+}
+HVX_AVX2 void minmax_f64_avx2(const double* s, int64_t n, double& mn, double& mx) {
+  if (n < 8) return minmax(s, n, mn, mx);
+  __m256d lo = _mm256_loadu_pd(s), hi = lo;
+  int64_t i = 4;
+  for (; i + 4 <= n; i += 4) {
+    __m256d v = _mm256_loadu_pd(s + i);
+    lo = _mm256_min_pd(lo, v), hi = _mm256_max_pd(hi, v);
+  }
+  alignas(32) double l[4], h[4];
+  _mm256_store_pd(l, lo), _mm256_store_pd(h, hi);
+  double a = l[0], b = h[0];
+  for (int k = 1; k < 4; ++k) a = std::min(a, l[k]), b = std::max(b, h[k]);
+  for (; i < n; ++i) a = std::min(a, s[i]), b = std::max(b, s[i]);
+  mn = a, mx = b;
+}
+#endif
+
+void scale_shift(double mn, double mx, double& scale, double& shift) {
+  double s = mx - mn > DBL_EPSILON ? 1.0 / (mx - mn) : 0.0;
+  scale = static_cast<float>(s);
+  shift = 0.0f - static_cast<float>(mn * scale);
+}
+
+HVX_INLINE void norm32_body(const float* src, int64_t n, float a, float b, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = std::fma(src[i], a, b);
+}
+HVX_INLINE void norm64_body(const double* src, int64_t n, double a, double b, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(std::fma(src[i], a, b));
+}
+
+// Row pass: out[x] = sum_k k[k] * ext[x + k], k ascending.
+HVX_INLINE void row_body(const double* ext, int64_t W, const double* k, int K, double* out) {
+  for (int64_t x = 0; x < W; ++x) out[x] = k[0] * ext[x];
+  for (int j = 1; j < K; ++j) {
+    const double kj = k[j];
+    const double* e = ext + j;
+    for (int64_t x = 0; x < W; ++x) out[x] = out[x] + kj * e[x];
+  }
+}
+
+// Column pass over row pointers rows[0..K-1] (rows[r] is the centre):
+// out = k[r] * mid + 0.0, then out += k[r + j] * (dn_j +- up_j), j = 1..K/2.
+HVX_INLINE void col_scalar(const double* const* rows, int64_t x0, int64_t W, const double* k,
+                           int K, bool symm, double* out) {
+  const int r = K / 2;
+  for (int64_t x = x0; x < W; ++x) {
+    double acc = symm ? k[r] * rows[r][x] + 0.0 : 0.0;
+    for (int j = 1; j <= r; ++j) {
+      double t = symm ? rows[r + j][x] + rows[r - j][x] : rows[r + j][x] - rows[r - j][x];
+      double prod = k[r + j] * t;
+#if HVX_X86_DISPATCH
+      __asm__("" : "+x"(prod));
+#endif
+      acc = acc + prod;
+    }
+    out[x] = acc;
+  }
+}
+
+#if HVX_X86_DISPATCH
+void col_plain(const double* const* rows, int64_t W, const double* k, int K, bool symm,
+               double* out) {
+  const int r = K / 2;
+  int64_t x = 0;
+  for (; x + 2 <= W; x += 2) {
+    __m128d acc = symm ? _mm_add_pd(_mm_mul_pd(_mm_set1_pd(k[r]), _mm_loadu_pd(rows[r] + x)),
+                                    _mm_setzero_pd())
+                       : _mm_setzero_pd();
+    for (int j = 1; j <= r; ++j) {
+      __m128d dn = _mm_loadu_pd(rows[r + j] + x), up = _mm_loadu_pd(rows[r - j] + x);
+      __m128d t = symm ? _mm_add_pd(dn, up) : _mm_sub_pd(dn, up);
+      __m128d prod = _mm_mul_pd(_mm_set1_pd(k[r + j]), t);
+      __asm__("" : "+x"(prod));
+      acc = _mm_add_pd(acc, prod);
+    }
+    _mm_storeu_pd(out + x, acc);
+  }
+  col_scalar(rows, x, W, k, K, symm, out);
+}
+
+// Four independent accumulators (16 columns) hide the add latency.
+HVX_AVX2 void col_avx2(const double* const* rows, int64_t W, const double* k, int K, bool symm,
+                       double* out) {
+  const int r = K / 2;
+  int64_t x = 0;
+  for (; x + 16 <= W; x += 16) {
+    __m256d acc[4];
+    for (int u = 0; u < 4; ++u) {
+      acc[u] = symm ? _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(k[r]),
+                                                  _mm256_loadu_pd(rows[r] + x + 4 * u)),
+                                    _mm256_setzero_pd())
+                    : _mm256_setzero_pd();
+    }
+    for (int j = 1; j <= r; ++j) {
+      const __m256d kj = _mm256_set1_pd(k[r + j]);
+      const double* dn = rows[r + j] + x;
+      const double* up = rows[r - j] + x;
+      for (int u = 0; u < 4; ++u) {
+        __m256d a = _mm256_loadu_pd(dn + 4 * u), b = _mm256_loadu_pd(up + 4 * u);
+        __m256d prod = _mm256_mul_pd(kj, symm ? _mm256_add_pd(a, b) : _mm256_sub_pd(a, b));
+        __asm__("" : "+x"(prod));
+        acc[u] = _mm256_add_pd(acc[u], prod);
+      }
+    }
+    for (int u = 0; u < 4; ++u) _mm256_storeu_pd(out + x + 4 * u, acc[u]);
+  }
+  for (; x + 4 <= W; x += 4) {
+    __m256d acc = symm ? _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(k[r]),
+                                                     _mm256_loadu_pd(rows[r] + x)),
+                                       _mm256_setzero_pd())
+                       : _mm256_setzero_pd();
+    for (int j = 1; j <= r; ++j) {
+      __m256d dn = _mm256_loadu_pd(rows[r + j] + x), up = _mm256_loadu_pd(rows[r - j] + x);
+      __m256d t = symm ? _mm256_add_pd(dn, up) : _mm256_sub_pd(dn, up);
+      __m256d prod = _mm256_mul_pd(_mm256_set1_pd(k[r + j]), t);
+      __asm__("" : "+x"(prod));
+      acc = _mm256_add_pd(acc, prod);
+    }
+    _mm256_storeu_pd(out + x, acc);
+  }
+  col_scalar(rows, x, W, k, K, symm, out);
+}
+#else
+void col_plain(const double* const* rows, int64_t W, const double* k, int K, bool symm,
+               double* out) {
+  col_scalar(rows, 0, W, k, K, symm, out);
+}
+#endif
+
+#if HVX_X86_DISPATCH
+HVX_AVX2 void norm32_avx2(const float* s, int64_t n, float a, float b, float* d) {
+  norm32_body(s, n, a, b, d);
+}
+HVX_AVX2 void norm64_avx2(const double* s, int64_t n, double a, double b, float* d) {
+  norm64_body(s, n, a, b, d);
+}
+// 32 outputs per step in eight independent accumulators (hides the FMA
+// latency); the products are exact in double, so the FMA rounds exactly like
+// OpenCV's multiply-then-add.
+HVX_AVX2 void row_avx2(const double* e, int64_t W, const double* k, int K, double* o) {
+  int64_t x = 0;
+  for (; x + 32 <= W; x += 32) {
+    const __m256d k0 = _mm256_set1_pd(k[0]);
+    __m256d a[8];
+    for (int u = 0; u < 8; ++u) a[u] = _mm256_mul_pd(k0, _mm256_loadu_pd(e + x + 4 * u));
+    for (int j = 1; j < K; ++j) {
+      const __m256d kj = _mm256_set1_pd(k[j]);
+      const double* ej = e + x + j;
+      for (int u = 0; u < 8; ++u) a[u] = _mm256_fmadd_pd(kj, _mm256_loadu_pd(ej + 4 * u), a[u]);
+    }
+    for (int u = 0; u < 8; ++u) _mm256_storeu_pd(o + x + 4 * u, a[u]);
+  }
+  for (; x + 4 <= W; x += 4) {
+    __m256d a0 = _mm256_mul_pd(_mm256_set1_pd(k[0]), _mm256_loadu_pd(e + x));
+    for (int j = 1; j < K; ++j)
+      a0 = _mm256_fmadd_pd(_mm256_set1_pd(k[j]), _mm256_loadu_pd(e + x + j), a0);
+    _mm256_storeu_pd(o + x, a0);
+  }
+  if (x < W) row_body(e + x, W - x, k, K, o + x);
+}
+#endif
+void norm32_plain(const float* s, int64_t n, float a, float b, float* d) {
+  norm32_body(s, n, a, b, d);
+}
+void norm64_plain(const double* s, int64_t n, double a, double b, float* d) {
+  norm64_body(s, n, a, b, d);
+}
+void row_plain(const double* e, int64_t W, const double* k, int K, double* o) {
+  row_body(e, W, k, K, o);
+}
+
+void row_pass(const double* e, int64_t W, const double* k, int K, double* o) {
+#if HVX_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return row_avx2(e, W, k, K, o);
+#endif
+  row_plain(e, W, k, K, o);
+}
+void col_pass(const double* const* r, int64_t W, const double* k, int K, bool s, double* o) {
+#if HVX_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return col_avx2(r, W, k, K, s, o);
+#endif
+  col_plain(r, W, k, K, s, o);
+}
+
+// OpenCV's Sobel taps: smoothing C(K-1, k); first derivative C(K-2, k-1) - C(K-2, k).
+void sobel_taps(int K, bool deriv, std::vector<double>& k) {
+  std::vector<double> b(K, 0.0);
+  int n = deriv ? K - 1 : K;
+  b[0] = 1.0;
+  for (int i = 1; i < n; ++i)
+    for (int j = i; j > 0; --j) b[j] += b[j - 1];
+  k.assign(K, 0.0);
+  for (int j = 0; j < K; ++j) {
+    if (!deriv) {
+      k[j] = b[j];
+    } else {
+      double lo = j >= 1 && j - 1 < n ? b[j - 1] : 0.0;
+      double hi = j < n ? b[j] : 0.0;
+      k[j] = lo - hi;
+    }
+  }
+}
+
+// Separable correlation of float32 src with row taps kx, column taps ky (OpenCV
+// order). The column pass runs in strips of 64 columns so its K rows stay in L1.
+void sep_filter(const float* src, int64_t H, int64_t W, const std::vector<double>& kx,
+                const std::vector<double>& ky, bool ysymm, double* dst) {
+  const int K = static_cast<int>(kx.size());
+  const int r = K / 2;
+  static thread_local std::vector<double> rowbuf, ext;
+  static thread_local std::vector<int64_t> xmap, ymap;
+  // Row stride of an odd number of cache lines: with a power-of-two stride the K
+  // rows the column pass reads would share a few L1 sets and evict each other.
+  int64_t Ws = (W + 7) / 8 * 8;
+  if ((Ws / 8) % 2 == 0) Ws += 8;
+  if (rowbuf.size() < static_cast<size_t>(H * Ws)) rowbuf.resize(static_cast<size_t>(H * Ws));
+  ext.resize(static_cast<size_t>(W + 2 * r));
+  xmap.resize(static_cast<size_t>(W + 2 * r));
+  ymap.resize(static_cast<size_t>(H + 2 * r));
+  for (int64_t x = -r; x < W + r; ++x) xmap[x + r] = reflect101(x, W);
+  for (int64_t y = -r; y < H + r; ++y) ymap[y + r] = reflect101(y, H);
+  for (int64_t y = 0; y < H; ++y) {
+    const float* s = src + y * W;
+    double* e = ext.data();
+    for (int64_t x = 0; x < r; ++x) e[x] = static_cast<double>(s[xmap[x]]);
+    for (int64_t x = 0; x < W; ++x) e[x + r] = static_cast<double>(s[x]);
+    for (int64_t x = W + r; x < W + 2 * r; ++x) e[x] = static_cast<double>(s[xmap[x]]);
+    row_pass(e, W, kx.data(), K, rowbuf.data() + y * Ws);
+  }
+  const double* rb = rowbuf.data();
+  const int64_t strip = 64;
+  std::vector<const double*> rows(K);
+  for (int64_t x0 = 0; x0 < W; x0 += strip) {
+    const int64_t w = std::min(strip, W - x0);
+    for (int64_t y = 0; y < H; ++y) {
+      for (int j = 0; j < K; ++j) rows[j] = rb + ymap[y + j] * Ws + x0;
+      col_pass(rows.data(), w, ky.data(), K, ysymm, dst + y * W + x0);
+    }
+  }
+}
+
+}  // namespace
+
+void normalize_minmax_f32(const float* src, int64_t n, float* dst) {
+  if (n <= 0) return;
+  double mn, mx, a, b;
+#if HVX_X86_DISPATCH
+  if (cpu_has_avx2_fma()) {
+    minmax_f32_avx2(src, n, mn, mx);
+    scale_shift(mn, mx, a, b);
+    return norm32_avx2(src, n, (float)a, (float)b, dst);
+  }
+#endif
+  minmax(src, n, mn, mx);
+  scale_shift(mn, mx, a, b);
+  norm32_plain(src, n, static_cast<float>(a), static_cast<float>(b), dst);
+}
+
+void normalize_minmax_f64(const double* src, int64_t n, float* dst) {
+  if (n <= 0) return;
+  double mn, mx, a, b;
+#if HVX_X86_DISPATCH
+  if (cpu_has_avx2_fma()) {
+    minmax_f64_avx2(src, n, mn, mx);
+    scale_shift(mn, mx, a, b);
+    return norm64_avx2(src, n, a, b, dst);
+  }
+#endif
+  minmax(src, n, mn, mx);
+  scale_shift(mn, mx, a, b);
+  norm64_plain(src, n, a, b, dst);
+}
+
+void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double* dst) {
+  if (ksize < 3 || ksize > 31 || ksize % 2 == 0) {
+    throw std::invalid_argument("sobel: expected odd ksize in [3, 31], got " +
+                                std::to_string(ksize));
+  }
+  std::vector<double> kd, ks;
+  sobel_taps(ksize, true, kd);
+  sobel_taps(ksize, false, ks);
+  if (dx) {
+    sep_filter(src, H, W, kd, ks, true, dst);
+  } else {
+    sep_filter(src, H, W, ks, kd, false, dst);
+  }
+}
+
+void gaussian3_f64(const double* src, int64_t H, int64_t W, double* dst) {
+  std::vector<double> rowbuf(static_cast<size_t>(H * W));
+  for (int64_t y = 0; y < H; ++y) {
+    const double* s = src + y * W;
+    double* o = rowbuf.data() + y * W;
+    for (int64_t x = 0; x < W; ++x) {
+      double a = s[reflect101(x - 1, W)], c = s[reflect101(x + 1, W)];
+      o[x] = 0.25 * a + 0.5 * s[x] + 0.25 * c;
+    }
+  }
+  for (int64_t y = 0; y < H; ++y) {
+    const double* up = rowbuf.data() + reflect101(y - 1, H) * W;
+    const double* mid = rowbuf.data() + y * W;
+    const double* dn = rowbuf.data() + reflect101(y + 1, H) * W;
+    double* o = dst + y * W;
+    for (int64_t x = 0; x < W; ++x) o[x] = (0.5 * mid[x] + 0.0) + 0.25 * (dn[x] + up[x]);
+  }
+}
+
+}  // namespace pp
+}  // namespace hvx

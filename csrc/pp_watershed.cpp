@@ -1,0 +1,280 @@
+// Marker-based watershed identical to skimage.segmentation.watershed (< 0.26;
+// connectivity 1, no compactness, no watershed line).
+//
+// scikit-image pushes every marker pixel (age 0, raster order) into a binary
+// min-heap ordered by (value, age); each popped pixel labels its unlabelled
+// in-mask 4-neighbours (up, left, right, down) with its own label and pushes
+// them with a fresh age (2, 3, ...) and the value max(own value, popped value)
+// (scikit-image 0.25 clamps; checked against it). Ages are unique except for
+// the markers, so the pop sequence is fixed by (value, age) except among
+// markers of equal value, where it depends on the heap's internal layout.
+//
+// Fast path: a marker whose in-mask neighbours are all labelled at the start
+// changes nothing when popped, so only "active" markers are queued. When the
+// active markers' values are pairwise distinct, every pop is the unique minimum
+// of (value, age) and any exact priority queue gives scikit-image's result. The
+// fast queue ranks the in-mask values once (radix sort) and keeps one FIFO per
+// rank (FIFO order = age order, markers first); thanks to the clamp the lowest
+// non-empty rank never decreases, so a forward cursor finds it. With a tie
+// among active markers the flood runs with a heap identical to scikit-image's
+// (same sift-up / sift-down, every marker pushed in raster order), whose
+// layout decides such ties.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "postprocess.hpp"
+
+namespace hvx {
+namespace pp {
+namespace {
+
+// A heap item is one 128-bit integer: (value key, age, index) from the high bits
+// down. The value key maps doubles monotonically to integers (-0.0 first made
+// +0.0, so they compare equal as in scikit-image); the order of scikit-image's
+// `smaller` is then a comparison of the top 96 bits, without branches.
+using Item = unsigned __int128;
+
+inline uint64_t value_key(double v) {
+  v = v + 0.0;  // -0.0 -> +0.0
+  uint64_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return (b >> 63) ? ~b : (b | (uint64_t{1} << 63));
+}
+inline Item make_item_key(uint64_t key, uint32_t age, uint32_t index) {
+  return (static_cast<Item>(key) << 64) | (static_cast<Item>(age) << 32) | index;
+}
+inline Item make_item(double v, uint32_t age, uint32_t index) {
+  return make_item_key(value_key(v), age, index);
+}
+inline bool smaller(Item a, Item b) { return (a >> 32) < (b >> 32); }
+inline uint32_t item_index(Item a) { return static_cast<uint32_t>(a); }
+
+// scikit-image's heap (heap_general.pxi): the same comparisons, the same final
+// layout, written with a moving hole instead of swaps. In pop, "the smaller
+// child, ties to the left, if it is smaller than the moving item" makes the
+// same choice as scikit-image's "left if smaller than the item, then right if
+// smaller than that".
+class Heap {
+ public:
+  void reserve(size_t n) {
+    if (v_.size() < n) v_.resize(n);
+  }
+  void clear() { n_ = 0; }
+  bool empty() const { return n_ == 0; }
+  void push(Item it) {
+    Item* v = v_.data();
+    size_t child = n_++;
+    while (child > 0) {
+      size_t parent = (child + 1) / 2 - 1;
+      if (!smaller(it, v[parent])) break;
+      v[child] = v[parent];
+      child = parent;
+    }
+    v[child] = it;
+  }
+  Item pop() {
+    Item* v = v_.data();
+    const Item out = v[0];
+    const size_t items = --n_;
+    if (items == 0) return out;
+    const Item x = v[items];
+    size_t i = 0, l;
+    while ((l = 2 * i + 1) < items) {
+      const size_t c = l + static_cast<size_t>(l + 1 < items && smaller(v[l + 1], v[l]));
+      if (!smaller(v[c], x)) break;
+      v[i] = v[c];
+      i = c;
+    }
+    v[i] = x;
+    return out;
+  }
+
+ private:
+  std::vector<Item> v_;
+  size_t n_ = 0;
+};
+
+// scikit-image's flood (padded Hp x Wp, border masked out) with its heap.
+void flood(const double* img, const uint8_t* mask, int32_t* lab, int64_t Wp,
+           const std::vector<uint32_t>& seeds, Heap& heap) {
+  const int64_t off[4] = {-Wp, -1, 1, Wp};
+  heap.clear();
+  for (uint32_t s : seeds) heap.push(make_item(img[s], 0, s));
+  uint32_t age = 1;
+  while (!heap.empty()) {
+    const Item e = heap.pop();
+    const int64_t p = item_index(e);
+    const int32_t l = lab[p];
+    const uint64_t floor_key = static_cast<uint64_t>(e >> 64);
+    for (int k = 0; k < 4; ++k) {
+      const int64_t q = p + off[k];
+      if (!mask[q] || lab[q]) continue;
+      ++age;
+      lab[q] = l;
+      // a neighbour costs at least what the pixel it is reached from cost
+      heap.push(make_item_key(std::max(value_key(img[q]), floor_key), age,
+                              static_cast<uint32_t>(q)));
+    }
+  }
+}
+
+// Rank-bucket flood (see the file comment). Returns false, touching nothing,
+// when two active markers share a value.
+class RankQueue {
+ public:
+  bool flood(const double* img, int32_t* lab, const uint8_t* mask, int64_t Hp, int64_t Wp,
+             const std::vector<uint32_t>& pix, const std::vector<uint32_t>& seeds) {
+    const int64_t n = Hp * Wp;
+    pix_.assign(pix.begin(), pix.end());
+    const size_t m = pix_.size();
+    sort_by_value(img);
+    if (rank_.size() < static_cast<size_t>(n)) rank_.resize(static_cast<size_t>(n));
+    if (next_.size() < static_cast<size_t>(n)) next_.resize(static_cast<size_t>(n));
+    uint32_t R = 0;
+    for (size_t j = 0; j < m; ++j) {
+      if (j > 0 && keys_[j] != keys_[j - 1]) ++R;
+      rank_[order_[j]] = R;
+    }
+    ++R;
+    head_.assign(R, -1);
+    tail_.assign(R, -1);
+    uint32_t cur = R;
+    for (uint32_t sidx : seeds) {
+      const uint32_t r = rank_[sidx];
+      if (head_[r] >= 0) return false;  // two markers, one value
+      push(sidx, r);
+      cur = std::min(cur, r);
+    }
+    // Every push costs at least the popped pixel's value (scikit-image clamps
+    // it), so the lowest non-empty rank never decreases: a forward cursor.
+    const int64_t off[4] = {-Wp, -1, 1, Wp};
+    for (; cur < R; ++cur) {
+      while (head_[cur] >= 0) {
+        const int32_t p = head_[cur];
+        head_[cur] = next_[p];
+        const int32_t l = lab[p];
+        for (int k = 0; k < 4; ++k) {
+          const int64_t q = p + off[k];
+          if (!mask[q] || lab[q]) continue;
+          lab[q] = l;
+          push(static_cast<uint32_t>(q), std::max(rank_[q], cur));
+        }
+      }
+      tail_[cur] = -1;
+    }
+    return true;
+  }
+
+ private:
+  void push(uint32_t q, uint32_t r) {
+    next_[q] = -1;
+    if (head_[r] >= 0) {
+      next_[tail_[r]] = static_cast<int32_t>(q);
+    } else {
+      head_[r] = static_cast<int32_t>(q);
+    }
+    tail_[r] = static_cast<int32_t>(q);
+  }
+  // LSD radix sort of the in-mask pixels by value key (11-bit digits; digits
+  // that are equal for every pixel are skipped).
+  void sort_by_value(const double* img) {
+    const size_t m = pix_.size();
+    keys_.resize(m), order_.resize(m), tmpk_.resize(m), tmpo_.resize(m);
+    constexpr int B = 11, NB = 1 << B;
+    // Only the bits where the keys differ matter: shift the common low zeros out
+    // and count digits up to the highest differing bit (fewer passes).
+    uint64_t diff = 0;
+    const uint64_t k0 = m ? value_key(img[pix_[0]]) : 0;
+    for (size_t j = 0; j < m; ++j) {
+      const uint64_t k = value_key(img[pix_[j]]);
+      keys_[j] = k, order_[j] = pix_[j];
+      diff |= k ^ k0;
+    }
+    if (diff == 0) return;  // all equal: any order
+    const int lo = __builtin_ctzll(diff), hi = 64 - __builtin_clzll(diff);
+    const int D = (hi - lo + B - 1) / B;
+    for (size_t j = 0; j < m; ++j) keys_[j] >>= lo;
+    std::vector<uint32_t>& hist = hist_;
+    hist.assign(static_cast<size_t>(D) * NB, 0);
+    for (size_t j = 0; j < m; ++j) {
+      const uint64_t k = keys_[j];
+      for (int d = 0; d < D; ++d) hist[d * NB + ((k >> (d * B)) & (NB - 1))]++;
+    }
+    for (int d = 0; d < D; ++d) {
+      uint32_t* h = hist.data() + d * NB;
+      if (std::find(h, h + NB, static_cast<uint32_t>(m)) != h + NB) continue;  // constant digit
+      uint32_t sum = 0;
+      for (int b = 0; b < NB; ++b) {
+        const uint32_t c = h[b];
+        h[b] = sum, sum += c;
+      }
+      for (size_t j = 0; j < m; ++j) {
+        const uint32_t dst = h[(keys_[j] >> (d * B)) & (NB - 1)]++;
+        tmpk_[dst] = keys_[j], tmpo_[dst] = order_[j];
+      }
+      keys_.swap(tmpk_), order_.swap(tmpo_);
+    }
+  }
+
+  std::vector<uint32_t> pix_, order_, tmpo_, rank_, hist_;
+  std::vector<uint64_t> keys_, tmpk_;
+  std::vector<int32_t> head_, tail_, next_;
+};
+
+}  // namespace
+
+// Padded-layout entry used by the pipeline: img, mask, lab are (H+2) x (W+2)
+// with a zero mask border; lab holds the markers (zero outside the mask).
+void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                      int64_t Wp, bool exact_heap) {
+  static thread_local Heap heap;
+  static thread_local std::vector<uint32_t> seeds, all_markers, pix;
+  seeds.clear();
+  all_markers.clear();
+  pix.clear();
+  const int64_t n = Hp * Wp;
+  pix.resize(static_cast<size_t>(n));
+  size_t cnt = 0;
+  for (int64_t i = Wp; i < n - Wp; ++i) {  // branch-free compaction
+    pix[cnt] = static_cast<uint32_t>(i);
+    cnt += mask[i] != 0;
+  }
+  pix.resize(cnt);
+  for (uint32_t i : pix) {
+    if (!lab[i]) continue;
+    all_markers.push_back(static_cast<uint32_t>(i));
+    if ((mask[i - Wp] && !lab[i - Wp]) || (mask[i - 1] && !lab[i - 1]) ||
+        (mask[i + 1] && !lab[i + 1]) || (mask[i + Wp] && !lab[i + Wp])) {
+      seeds.push_back(static_cast<uint32_t>(i));
+    }
+  }
+  if (seeds.empty()) return;
+  static thread_local RankQueue rq;
+  if (!exact_heap && rq.flood(img, lab, mask, Hp, Wp, pix, seeds)) return;
+  // A tie among active markers (nothing was labelled yet): scikit-image's heap.
+  heap.reserve(pix.size() + 1);  // every in-mask pixel is pushed at most once
+  flood(img, mask, lab, Wp, all_markers, heap);
+}
+
+void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
+               bool exact_heap) {
+  const int64_t Hp = H + 2, Wp = W + 2;
+  std::vector<double> img(static_cast<size_t>(Hp * Wp), 0.0);
+  std::vector<uint8_t> m(static_cast<size_t>(Hp * Wp), 0);
+  std::vector<int32_t> lab(static_cast<size_t>(Hp * Wp), 0);
+  for (int64_t y = 0; y < H; ++y) {
+    for (int64_t x = 0; x < W; ++x) {
+      const int64_t p = (y + 1) * Wp + x + 1, s = y * W + x;
+      img[p] = image[s];
+      m[p] = mask[s] ? 1 : 0;
+      lab[p] = mask[s] ? labels[s] : 0;
+    }
+  }
+  watershed_padded(img.data(), m.data(), lab.data(), Hp, Wp, exact_heap);
+  for (int64_t y = 0; y < H; ++y)
+    for (int64_t x = 0; x < W; ++x) labels[y * W + x] = lab[(y + 1) * Wp + x + 1];
+}
+
+}  // namespace pp
+}  // namespace hvx

@@ -1,0 +1,98 @@
+"""``hvx build``: export a model bundle to ONNX and (on a GPU) a TensorRT FP16 plan."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger("hvx.build")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Registers ``hvx build``."""
+    from hvx.backends.export import PlanSettings
+
+    p = sub.add_parser(
+        "build",
+        help="export a model bundle to ONNX and build a TensorRT plan",
+        description="Export BUNDLE to ONNX (dynamic batch and spatial axes, softmax inside, "
+        "validated with the ONNX checker and ONNX Runtime against torch), and with --tensorrt "
+        "build a TensorRT plan for this GPU. Results are cached under --cache-dir; --out "
+        "copies them to a folder.",
+    )
+    p.add_argument("bundle", type=Path, help="model bundle folder (model.json + weights)")
+    p.add_argument("--onnx", action="store_true", help="export ONNX (default when no --tensorrt)")
+    p.add_argument("--tensorrt", action="store_true", help="build a TensorRT plan (needs a GPU)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--fp16", dest="fp16", action="store_true", default=True, help="(default)")
+    prec.add_argument("--fp32", dest="fp16", action="store_false", help="strict fp32 plan")
+    d = PlanSettings()  # the profile Engine.load builds on demand: same cache key
+    for k, name in enumerate(("min", "opt", "max")):
+        shape = (d.min_shape, d.opt_shape, d.max_shape)[k]
+        p.add_argument(f"--{name}-batch", type=int, default=shape[0], help=f"default {shape[0]}")
+        p.add_argument(
+            f"--{name}-size", type=int, default=shape[1], help=f"tile edge, default {shape[1]}"
+        )
+    p.add_argument(
+        "--workspace-gb",
+        type=float,
+        default=d.workspace_bytes / 2**30,
+        help=f"TensorRT workspace limit, default {d.workspace_bytes / 2**30:g}",
+    )
+    p.add_argument("--cache-dir", type=Path, default=None, help="default $HVX_CACHE_DIR")
+    p.add_argument("--out", type=Path, default=None, help="also copy model.onnx / model.plan here")
+    p.add_argument("--force", action="store_true", help="rebuild a cached plan")
+    p.set_defaults(func=run)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exports / builds; returns 0, or 2 for bad arguments or a failed build."""
+    from hvx import _artifacts
+    from hvx.backends.export import PlanSettings, sidecar_path
+    from hvx.bundle import load_bundle
+
+    try:
+        bundle = load_bundle(args.bundle)
+        settings = PlanSettings(
+            (args.min_batch, args.min_size, args.min_size),
+            (args.opt_batch, args.opt_size, args.opt_size),
+            (args.max_batch, args.max_size, args.max_size),
+            ("fp16",) if args.fp16 else (),
+            int(args.workspace_gb * 2**30),
+        )
+    except (FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    if args.tensorrt:  # fail before the (slow) export when TensorRT cannot run here
+        from hvx.backends.export import PlanTarget
+
+        try:
+            PlanTarget.current()
+        except (ImportError, RuntimeError) as err:
+            log.error("TensorRT plan not built: %s", err)
+            return 2
+    onnx_path = _artifacts.onnx_for_bundle(bundle, args.cache_dir)
+    print(f"onnx: {onnx_path}")
+    if args.out:
+        _copy(onnx_path, args.out / "model.onnx")
+    if not args.tensorrt:
+        return 0
+    try:
+        plan = _artifacts.plan_for_bundle(bundle, settings, args.cache_dir, force=args.force)
+    except (ImportError, RuntimeError, ValueError) as err:
+        log.error("TensorRT plan not built: %s", err)
+        return 2
+    print(f"plan: {plan}")
+    if args.out:
+        _copy(plan, args.out / "model.plan")
+        _copy(sidecar_path(plan), args.out / "model.plan.json")
+    return 0

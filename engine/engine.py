@@ -1,0 +1,377 @@
+"""``hvx.Engine``: load a model bundle or TensorRT plan, pick a backend, ``infer``.
+
+Pipeline per call (DESIGN §1)::
+
+    uint8 RGB (N,H,W,3) ─ hvx.preprocess ─ pad to size_multiple ─ backend.run
+        ─ crop back ─ hvx.postprocess ─ BatchResult
+
+The network's outputs stay on the backend's device until post-processing reads
+them. ``infer`` is thread-safe: the backend call is serialised by a lock (CUDA
+graphs and TensorRT contexts are not re-entrant), while preprocessing and
+post-processing of other calls run concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hvx.backends.base import BACKEND_NAMES, HeadOutputs
+
+__all__ = ["CPU_BACKEND_PREFERENCE", "Engine", "load"]
+
+log = logging.getLogger("hvx.engine")
+
+#: Order tried for backend="auto" on a CPU. Measured in
+#: benchmarks/results/engine-cpu-2026-11-27.json (see BENCHMARKS): ONNX Runtime
+#: vs torch eager fp32 on this 2-core AVX2 machine.
+CPU_BACKEND_PREFERENCE = ("onnxruntime", "torch")
+
+_NO_DEFAULT_MODEL = (
+    "hvx ships no default model yet (the bundled model arrives with a trained release); "
+    "pass a model bundle folder, e.g. hvx.Engine.load('path/to/bundle'), "
+    "or a TensorRT plan built by `hvx build BUNDLE --tensorrt`"
+)
+
+
+def _as_batch(batch: Any):
+    """Validates the input; returns (array or tensor (N,H,W,3) uint8, was_single)."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        shape, dtype, ok_dtype = tuple(batch.shape), str(batch.dtype), batch.dtype == torch.uint8
+    elif isinstance(batch, np.ndarray):
+        shape, dtype, ok_dtype = batch.shape, str(batch.dtype), batch.dtype == np.uint8
+    else:
+        raise TypeError(
+            "expected a numpy array or torch tensor of uint8 RGB images, "
+            f"got {type(batch).__name__}"
+        )
+    single = len(shape) == 3
+    if not ok_dtype or len(shape) not in (3, 4) or shape[-1] != 3 or 0 in shape:
+        raise ValueError(
+            "expected uint8 RGB images shaped (N, H, W, 3) or (H, W, 3) with N, H, W > 0, "
+            f"got {dtype} {shape}"
+        )
+    return (batch[None] if single else batch), single
+
+
+class Engine:
+    """A loaded model ready to segment and classify nuclei.
+
+    Build one with :meth:`Engine.load`. Attributes are read-only facts:
+
+    Attributes:
+        backend: Name of the runtime in use ("tensorrt", "torch" or "onnxruntime").
+        device: Where the network runs ("cpu", "cuda:0", ...).
+        precision: "fp32" or "fp16".
+        class_names: Names of type ids 1..num_types-1.
+        class_colors: RGB per class name.
+        num_types: Types including background.
+        size_multiple: Inputs are padded to multiples of this internally.
+        mpp: Microns per pixel the model was trained at.
+        source: The bundle folder or plan file loaded.
+        runner: The backend object (``hvx.backends.Backend``).
+    """
+
+    def __init__(
+        self,
+        runner,
+        *,
+        preprocess_config,
+        postprocess_config,
+        class_names,
+        class_colors,
+        num_types: int,
+        size_multiple: int,
+        mpp: float,
+        source: str,
+    ) -> None:
+        self.runner = runner
+        self.preprocess_config = preprocess_config
+        self.postprocess_config = postprocess_config
+        self.class_names = tuple(class_names)
+        self.class_colors = tuple(tuple(int(v) for v in c) for c in class_colors)
+        self.num_types = int(num_types)
+        self.size_multiple = int(size_multiple)
+        self.mpp = float(mpp)
+        self.source = str(source)
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend in use."""
+        return self.runner.name
+
+    @property
+    def device(self) -> str:
+        """Device the network runs on."""
+        return self.runner.device
+
+    @property
+    def precision(self) -> str:
+        """Arithmetic precision of the network."""
+        return self.runner.precision
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike | None = None,
+        backend: str = "auto",
+        device: str = "auto",
+        precision: str = "auto",
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        plan_settings=None,
+    ) -> Engine:
+        """Loads a model bundle folder or a TensorRT plan and picks a backend.
+
+        ``backend="auto"``: TensorRT when it imports with a CUDA GPU and a plan for
+        this GPU/version exists or can be built; else torch on CUDA (fp16,
+        channels_last, CUDA graphs); else on the CPU the first available of
+        :data:`CPU_BACKEND_PREFERENCE` (the faster here, per the benchmark).
+        The choice is logged once.
+
+        Args:
+            path: Bundle folder, ``.plan`` file (with its ``.plan.json`` sidecar),
+                or None for the bundled default model (none ships yet).
+            backend: "auto", "tensorrt", "torch" or "onnxruntime".
+            device: "auto", "cpu", "cuda" or "cuda:K".
+            precision: "auto" (fp16 on CUDA, fp32 on CPU), "fp32" or "fp16".
+            cache_dir: Where ONNX exports and plans are cached (default
+                ``$HVX_CACHE_DIR`` or ``~/.cache/hvx``).
+            plan_settings: ``PlanSettings`` for a TensorRT plan built on demand.
+
+        Returns:
+            The :class:`Engine`.
+
+        Raises:
+            FileNotFoundError: No path and no default model, or a missing path.
+            ValueError: Unknown backend/device/precision, a bad bundle, a plan for
+                another GPU or TensorRT version (``PlanMismatchError``), or a
+                combination that cannot run (fp16 on the CPU, TensorRT on the CPU).
+            ImportError: The requested backend's runtime is not installed.
+        """
+        if backend != "auto" and backend not in BACKEND_NAMES:
+            raise ValueError(f"expected backend 'auto' or one of {BACKEND_NAMES}, got {backend!r}")
+        if precision not in ("auto", "fp32", "fp16"):
+            raise ValueError(f"expected precision 'auto', 'fp32' or 'fp16', got {precision!r}")
+        dev = _resolve_device(device)
+        if path is None:
+            raise FileNotFoundError(_NO_DEFAULT_MODEL)
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"expected a model bundle folder or a .plan file, got {path}")
+        if path.is_file():
+            return cls._load_plan(path, backend, dev)
+        return cls._load_bundle(path, backend, dev, precision, cache_dir, plan_settings)
+
+    @classmethod
+    def _from_meta(cls, runner, meta: dict, source: str) -> Engine:
+        from hvx.postprocess import PostprocessConfig
+        from hvx.preprocess import PreprocessConfig
+
+        engine = cls(
+            runner,
+            preprocess_config=PreprocessConfig.from_dict(meta["preprocess"]),
+            postprocess_config=PostprocessConfig.from_dict(meta["postprocess"]),
+            class_names=meta["class_names"],
+            class_colors=meta["class_colors"],
+            num_types=meta["num_types"],
+            size_multiple=meta["size_multiple"],
+            mpp=meta["mpp"],
+            source=source,
+        )
+        log.info("backend: %s on %s, %s (%s)", runner.name, runner.device, runner.precision, source)
+        return engine
+
+    @classmethod
+    def _load_plan(cls, path: Path, backend: str, dev: str) -> Engine:
+        if backend not in ("auto", "tensorrt"):
+            raise ValueError(
+                f"expected backend 'auto' or 'tensorrt' for a plan file, got {backend!r}"
+            )
+        if not dev.startswith("cuda"):
+            raise ValueError(f"expected a CUDA device for a TensorRT plan, got {dev!r}")
+        from hvx.backends.export import read_plan_meta
+        from hvx.backends.tensorrt import TensorRTBackend
+
+        meta = read_plan_meta(path)
+        if not meta.get("model"):
+            raise ValueError(
+                f"expected model facts in the sidecar of {path}; rebuild with hvx build"
+            )
+        return cls._from_meta(TensorRTBackend(path, device=dev), meta["model"], str(path))
+
+    @classmethod
+    def _load_bundle(cls, path, backend, dev, precision, cache_dir, plan_settings) -> Engine:
+        from hvx import _artifacts
+        from hvx.bundle import load_bundle
+        from hvx.features import features
+
+        bundle = load_bundle(path)
+        cuda = dev.startswith("cuda")
+        if precision == "fp16" and not cuda:
+            raise ValueError(f"expected precision 'fp32' on the CPU, got {precision!r}")
+        if backend == "tensorrt" and not cuda:
+            raise ValueError(f"expected a CUDA device for backend='tensorrt', got {dev!r}")
+        runner = None
+        model = None
+        if backend == "tensorrt" or (backend == "auto" and cuda and features().tensorrt.available):
+            from hvx.backends.export import PlanSettings
+            from hvx.backends.tensorrt import TensorRTBackend
+
+            try:
+                settings = plan_settings or PlanSettings()
+                plan = _artifacts.plan_for_bundle(bundle, settings, cache_dir, device=dev)
+                runner = TensorRTBackend(plan, device=dev)
+            except Exception as err:
+                if backend == "tensorrt":
+                    raise
+                log.warning("TensorRT unavailable for %s (%s); using torch", path, err)
+        if runner is None and (backend == "torch" or (backend == "auto" and cuda)):
+            runner = cls._torch_runner(bundle, dev, precision)
+        if runner is None and backend == "onnxruntime":
+            model = bundle.build_model("cpu")
+            runner = cls._ort_runner(bundle, cache_dir, model)
+        if runner is None:  # auto on the CPU
+            for name in CPU_BACKEND_PREFERENCE:
+                if name == "onnxruntime" and features().onnxruntime.available:
+                    model = bundle.build_model("cpu")
+                    runner = cls._ort_runner(bundle, cache_dir, model)
+                    break
+                if name == "torch":
+                    runner = cls._torch_runner(bundle, dev, precision)
+                    break
+        if runner.name == "torch":
+            size_multiple = runner.module.model.size_multiple
+        elif runner.name == "tensorrt":
+            size_multiple = runner.meta["model"]["size_multiple"]
+        else:
+            size_multiple = model.size_multiple
+        return cls._from_meta(runner, _artifacts.model_meta(bundle, size_multiple), str(path))
+
+    @staticmethod
+    def _torch_runner(bundle, dev: str, precision: str):
+        from hvx.backends.torch import TorchBackend
+
+        prec = None if precision == "auto" else precision
+        return TorchBackend.from_model(bundle.build_model("cpu"), device=dev, precision=prec)
+
+    @staticmethod
+    def _ort_runner(bundle, cache_dir, model):
+        from hvx import _artifacts
+        from hvx.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(_artifacts.onnx_for_bundle(bundle, cache_dir, model=model))
+
+    # ------------------------------------------------------------------ inference
+
+    def heads(self, batch) -> tuple[HeadOutputs, bool]:
+        """Runs preprocessing and the network; returns cropped HeadOutputs on the device.
+
+        Args:
+            batch: uint8 RGB ``(N, H, W, 3)`` or ``(H, W, 3)``, numpy or torch.
+
+        Returns:
+            ``(heads, was_single_image)``; heads have the input's H and W.
+
+        Raises:
+            TypeError / ValueError: For anything but non-empty uint8 RGB images.
+        """
+        import torch
+        from torch.nn import functional
+
+        from hvx.preprocess import preprocess
+
+        images, single = _as_batch(batch)
+        x = preprocess(
+            images,
+            self.preprocess_config,
+            device=self.runner.device,
+            dtype=self.runner.input_dtype,
+        )
+        h, w = int(x.shape[2]), int(x.shape[3])
+        m = self.size_multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = functional.pad(x, (0, pw, 0, ph), mode=mode)
+        max_batch = getattr(getattr(self.runner, "settings", None), "max_shape", (None,))[0]
+        chunks = [x] if not max_batch else list(torch.split(x, max_batch))
+        outs = []
+        for chunk in chunks:
+            with self._lock:
+                outs.append(self.runner.run(chunk))
+        heads = outs[0] if len(outs) == 1 else _cat(outs)
+        return heads.crop(h, w), single
+
+    def infer(self, batch, *, num_threads: int | None = None):
+        """Segments and classifies the nuclei of a batch of tiles.
+
+        Args:
+            batch: uint8 RGB ``(N, H, W, 3)`` or one ``(H, W, 3)`` image, numpy or
+                torch (CPU or CUDA); any H, W >= 1 (padded internally, cropped back).
+            num_threads: Post-processing threads (default: all cores).
+
+        Returns:
+            ``hvx.results.BatchResult``: ``inst`` int32 (N, H, W), ``type`` uint8
+            (N, H, W), one nuclei table per image, ``to_conic()``. A single image
+            gives a batch of one.
+
+        Raises:
+            TypeError: If ``batch`` is not a numpy array or torch tensor.
+            ValueError: For a wrong dtype, rank, channel count or an empty batch.
+        """
+        from hvx.postprocess import postprocess
+
+        heads, _ = self.heads(batch)
+        h = heads.numpy()  # the one device -> host copy, where post-processing needs it
+        return postprocess(
+            h.np_prob, h.hv, h.tp_prob, self.postprocess_config, num_threads=num_threads
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Engine(source={self.source!r}, backend={self.backend!r}, device={self.device!r}, "
+            f"precision={self.precision!r}, classes={list(self.class_names)})"
+        )
+
+
+def _cat(outs: list[HeadOutputs]) -> HeadOutputs:
+    import torch
+
+    def cat(items):
+        return torch.cat(items) if isinstance(items[0], torch.Tensor) else np.concatenate(items)
+
+    return HeadOutputs(
+        cat([o.np_prob for o in outs]), cat([o.hv for o in outs]), cat([o.tp_prob for o in outs])
+    )
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"expected device 'auto', 'cpu' or 'cuda[:K]', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"expected device 'auto', 'cpu' or 'cuda[:K]', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"expected a visible CUDA GPU for device={device!r}, found none")
+    return "cpu" if dev.type == "cpu" else f"cuda:{dev.index or 0}"
+
+
+def load(path=None, backend: str = "auto", device: str = "auto", precision: str = "auto", **kw):
+    """Shortcut for :meth:`Engine.load`."""
+    return Engine.load(path, backend, device, precision, **kw)

@@ -1,0 +1,101 @@
+"""``hvx build``: ONNX export of a bundle (CPU); the TensorRT path where TensorRT exists."""
+
+import json
+
+import pytest
+import torch
+
+from hvx.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small convolutions on a shared 2-core box: two OpenMP threads per process
+    # oversubscribe the cores (see tests/test_model.py).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from hvx.bundle import save_bundle
+    from hvx.model import create_model
+    from hvx.postprocess import PostprocessConfig
+    from hvx.preprocess import PreprocessConfig
+
+    torch.manual_seed(0)
+    model = create_model("fast_convnext_atto", in_chans=6, num_types=3)
+    return save_bundle(
+        tmp_path_factory.mktemp("b") / "tiny",
+        model,
+        class_names=("epithelial", "lymphocyte"),
+        mpp=0.5,
+        preprocess=PreprocessConfig(),
+        postprocess=PostprocessConfig(),
+    )
+
+
+def test_build_onnx_is_cached_and_copied(bundle, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = ["build", str(bundle), "--onnx", "--cache-dir", str(cache), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    onnx_path = first.split("onnx: ")[1].strip()
+    assert onnx_path.startswith(str(cache / "onnx")) and (tmp_path / "o" / "model.onnx").is_file()
+    stamp = (tmp_path / "o" / "model.onnx").stat().st_size
+    assert main(args) == 0  # second run: the cached export is reused
+    assert capsys.readouterr().out == first
+    assert (tmp_path / "o" / "model.onnx").stat().st_size == stamp
+
+
+def test_build_bad_arguments(bundle, tmp_path, caplog):
+    assert main(["build", str(tmp_path / "absent")]) == 2
+    assert "model bundle not found" in caplog.text
+    assert main(["build", str(bundle), "--min-batch", "4", "--opt-batch", "2"]) == 2
+    assert "min <= opt <= max" in caplog.text
+
+
+def test_build_tensorrt_without_tensorrt_fails_clearly(bundle, tmp_path, caplog):
+    from hvx.features import features
+
+    if features().tensorrt.available:
+        pytest.skip("TensorRT is available here")
+    assert main(["build", str(bundle), "--tensorrt", "--cache-dir", str(tmp_path)]) == 2
+    assert "TensorRT plan not built" in caplog.text
+
+
+@pytest.mark.tensorrt
+def test_build_tensorrt_plan(bundle, tmp_path, capsys):
+    """Needs TensorRT + CUDA: never executed where this was written."""
+    args = ["build", str(bundle), "--tensorrt", "--min-size", "64", "--opt-size", "128"]
+    args += [
+        "--max-size",
+        "256",
+        "--max-batch",
+        "4",
+        "--opt-batch",
+        "2",
+        "--cache-dir",
+        str(tmp_path),
+    ]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    side = json.loads((tmp_path / "o" / "model.plan.json").read_text())
+    assert side["settings"]["max_shape"] == [4, 256, 256] and side["model"]["num_types"] == 3
+
+
+def test_build_defaults_are_the_engine_profile():
+    """`hvx build --tensorrt` without options builds the plan Engine.load would look up."""
+    from hvx.backends.export import PlanSettings
+    from hvx.cli import build_parser
+
+    a = build_parser().parse_args(["build", "b"])
+    got = PlanSettings(
+        (a.min_batch, a.min_size, a.min_size),
+        (a.opt_batch, a.opt_size, a.opt_size),
+        (a.max_batch, a.max_size, a.max_size),
+        ("fp16",),
+        int(a.workspace_gb * 2**30),
+    )
+    assert got == PlanSettings()

@@ -1,0 +1,230 @@
+"""The trainer on tiny synthetic data: a few steps, resume equivalence, damaged checkpoints."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from hvx.bundle import load_bundle
+from hvx.training import cli
+from hvx.training.config import TrainConfig
+from hvx.training.data import TileDataset
+from hvx.training.trainer import Trainer, TrainTiles, epoch_order, evaluate, prepare_dataset
+
+TINY = {
+    "name": "tiny",
+    "model": {"variant": "fast_convnext_atto"},
+    "preprocess": {"mode": "6ch"},
+    "optim": {"lr": 1e-3, "sam": True, "rho": 0.05},
+    "data": {"crop_size": 64, "val_fraction": 0.34},
+    "epochs": 2,
+    "batch_size": 2,
+    "val_batch_size": 4,
+    "best_metric": "pq",
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: a 2-core box shared with other jobs makes 2 threads 3-10x slower
+    (OpenMP barriers under contention); both runs of the resume test use the same count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiles(n=9, size=64, seed=0):
+    """Random disks of 2 classes on a noisy background; 3 source images."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(150, 230, size=(n, size, size, 3), dtype=np.uint8)
+    inst = np.zeros((n, size, size), np.int32)
+    cls = np.zeros((n, size, size), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        for k in range(1, 7):
+            cy, cx, r = rng.integers(6, size - 6), rng.integers(6, size - 6), rng.integers(3, 6)
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            inst[i][disk] = k
+            cls[i][disk] = 1 + (k % 2)
+            images[i][disk] = (90, 40, 140) if k % 2 else (60, 30, 110)
+    return TileDataset(
+        images=images,
+        inst=inst,
+        cls=cls,
+        sources=[f"img_{i % 3}" for i in range(n)],
+        class_names=("round", "dark"),
+    )
+
+
+def _config(**over):
+    d = json.loads(json.dumps(TINY))
+    for k, v in over.items():
+        d[k] = {**d[k], **v} if isinstance(v, dict) else v
+    return TrainConfig.from_dict(d)
+
+
+def test_epoch_order_and_samples_are_deterministic():
+    assert torch.equal(epoch_order(10, 3, 1), epoch_order(10, 3, 1))
+    assert not torch.equal(epoch_order(10, 3, 1), epoch_order(10, 3, 2))
+    assert sorted(epoch_order(10, 3, 0).tolist()) == list(range(10))
+    cfg = _config()
+    ds, _ = prepare_dataset(_tiles(), cfg)
+    from hvx.training.augment import Augmenter
+
+    tiles = TrainTiles(ds, Augmenter(cfg.augment), 32, seed=5)
+    a, b = tiles[(1, 4)], tiles[(1, 4)]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["image"].shape == (32, 32, 3) and a["hv"].shape == (2, 32, 32)
+    assert a["np"].dtype == torch.int64 and a["tp"].max() <= 2
+    with pytest.raises(ValueError, match=r"expected data.crop_size <= tile size 64x64, got 96"):
+        TrainTiles(ds, Augmenter(cfg.augment), 96, seed=5)
+
+
+def test_prepare_dataset_scale_and_class_map():
+    cfg = _config(data={"scale": 0.5, "class_map": {2: 1}, "class_names": ["nucleus"]})
+    ds, names = prepare_dataset(_tiles(n=3), cfg)
+    assert names == ("nucleus",)
+    assert ds.images.shape == (3, 32, 32, 3) and ds.inst.dtype == np.int32
+    assert set(np.unique(ds.cls)) <= {0, 1}
+    with pytest.raises(ValueError, match=r"expected class ids <= 1 .*got class id 2"):
+        prepare_dataset(_tiles(n=3), _config(data={"class_names": ["only"]}))
+
+
+def test_tiny_run_writes_checkpoints_config_log_and_a_loadable_bundle(tmp_path):
+    cfg = _config(epochs=1, optim={"sam": False})  # SAM: the resume test
+    result = Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False).fit()
+    assert result.status == "completed" and result.global_step == 3  # 6 train tiles / 2
+    assert len(result.history) == 1 and {"pq", "mpq_plus"} <= set(result.best)
+    assert (tmp_path / "checkpoints" / "last.safetensors").is_file()
+    assert (tmp_path / "checkpoints" / "best.safetensors").is_file()
+    assert (
+        TrainConfig.from_dict(__import__("yaml").safe_load((tmp_path / "config.yaml").read_text()))
+        == cfg
+    )
+    events = [json.loads(x)["event"] for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert events == ["epoch", "validation"]
+    bundle = load_bundle(result.bundle)
+    assert bundle.variant == "fast_convnext_atto" and bundle.class_names == ("round", "dark")
+    assert bundle.provenance["config"]["name"] == "tiny" and bundle.provenance["seed"] == 0
+    assert bundle.metrics["validation"]["pq"] == result.best["pq"]
+    model = bundle.build_model()
+    out = model(torch.zeros(1, 6, 64, 64))
+    assert out["tp"].shape == (1, 3, 64, 64)
+
+
+def _weights(path):
+    from hvx.training.checkpoint import load_checkpoint
+
+    return load_checkpoint(path).model
+
+
+def test_resume_mid_epoch_after_sigint_is_bit_exact(tmp_path, monkeypatch):
+    cfg = _config(epochs=2)  # 3 steps per epoch, SAM on
+    full = Trainer(cfg, _tiles(), tmp_path / "full", device="cpu", progress=False)
+    full.fit()
+    ref = _weights(tmp_path / "full" / "checkpoints" / "last.safetensors")
+
+    part = Trainer(cfg, _tiles(), tmp_path / "part", device="cpu", progress=False)
+    real_step = part.train_step
+
+    def step_then_signal(batch):
+        out = real_step(batch)
+        if part.global_step == 3:  # the 4th step, the 1st of epoch 2: signal mid-epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(part, "train_step", step_then_signal)
+    result = part.fit()
+    assert result.status == "interrupted" and result.global_step == 4 and result.bundle is None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+    torch.manual_seed(999)  # the resumed run must not depend on the global RNG state
+    resumed = Trainer(cfg, _tiles(), tmp_path / "part", device="cpu", progress=False, resume=True)
+    assert (resumed.epoch, resumed.step_in_epoch) == (0, 0)  # loaded in fit()
+    result = resumed.fit()
+    assert result.status == "completed" and result.global_step == 6
+    got = _weights(tmp_path / "part" / "checkpoints" / "last.safetensors")
+    assert got.keys() == ref.keys()
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), k
+
+
+def test_time_budget_stops_with_checkpoint_and_bundle(tmp_path):
+    cfg = _config(epochs=5, optim={"sam": False})
+    result = Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False, max_minutes=1e-6).fit()
+    assert result.status == "time_budget" and result.global_step == 1
+    assert result.bundle is not None and (result.bundle / "model.json").is_file()
+    assert len(result.history) == 1  # a final validation for the bundle's metrics
+    st = json.loads(
+        __import__("safetensors")
+        .safe_open(str(tmp_path / "checkpoints" / "last.safetensors"), "pt")
+        .metadata()["state"]
+    )
+    assert (st["epoch"], st["step_in_epoch"]) == (0, 1)
+
+
+def test_damaged_checkpoint_and_bad_resume_are_clear_errors(tmp_path):
+    cfg = _config(epochs=1, optim={"sam": False})
+    Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False).fit()
+    with pytest.raises(ValueError, match=r"already holds a run .* pass --resume"):
+        Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False).fit()
+    other = cfg.replace({"optim.lr": 0.5})
+    with pytest.raises(ValueError, match=r"cannot resume .*config differs in optim"):
+        Trainer(other, _tiles(), tmp_path, device="cpu", progress=False, resume=True).fit()
+    last = tmp_path / "checkpoints" / "last.safetensors"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"last.safetensors is truncated or corrupted"):
+        Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False, resume=True).fit()
+    with pytest.raises(FileNotFoundError, match=r"checkpoint not found"):
+        Trainer(cfg, _tiles(), tmp_path / "new", device="cpu", progress=False, resume=True).fit()
+
+
+def test_evaluate_on_perfect_probabilities_is_one():
+    # the validation path (preprocess -> model -> postprocess -> metrics) end to end,
+    # with a model replaced by one that echoes the ground truth
+    cfg = _config()
+    ds, _ = prepare_dataset(_tiles(n=2), cfg)
+    trainer = Trainer(cfg, _tiles(), "unused", device="cpu", progress=False)
+    metrics = evaluate(trainer.model, ds, cfg, torch.device("cpu"))
+    assert set(metrics) >= {"pq", "mpq_plus", "pq_plus", "tiles"} and metrics["tiles"] == 2
+    assert len(metrics["pq_plus"]) == 2
+
+
+def test_cli_end_to_end_on_real_tiles(consep_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = [
+        "--config",
+        "cpu",
+        "--data",
+        str(consep_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--batch-size",
+        "2",
+        "--set",
+        "data.max_train_tiles=4",
+        "--set",
+        "data.max_val_tiles=2",
+        "--set",
+        "data.crop_size=64",
+    ]
+    assert cli.main([*argv, "--max-minutes", "1e-6"]) == 0  # stops after one step
+    first = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert first["event"] == "validation" and first["global_step"] == 1
+    # --resume without --config takes OUT/config.yaml; finishes the epoch (2 steps)
+    assert (
+        cli.main(["--data", str(consep_dir), "--out", str(out), "--resume", "--no-progress"]) == 0
+    )
+    last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "validation" and last["global_step"] == 2
+    bundle = load_bundle(out / "bundle")
+    assert bundle.mpp == pytest.approx(0.5)  # CoNSeP 0.25 um/px resized by 0.5
+    assert bundle.class_names[0].lower().startswith("misc")
+    assert (out / "config.yaml").is_file()

@@ -1,0 +1,668 @@
+"""The training loop: data -> augment -> targets -> preprocess -> model -> loss -> SAM(AdamW).
+
+Determinism. Every source of randomness is a function of ``config.seed`` and the
+position in the run, or is saved in the checkpoint:
+
+- model initialisation: ``torch.manual_seed(seed)`` before ``create_model``;
+- data order of epoch e: a permutation from a ``torch.Generator`` seeded by
+  ``(seed, e)``; the last incomplete batch is dropped;
+- augmentation and crop of tile i in epoch e: ``np.random.default_rng([seed, e, i])``
+  (so worker processes and their number do not matter);
+- the torch CPU (and CUDA) RNG state (stochastic depth, dropout) and the
+  optimiser, scheduler and GradScaler states are in the checkpoint.
+
+So ``--resume`` from a checkpoint written at any step (end of epoch, every
+``ckpt_every_steps``, on SIGINT/SIGTERM, at the time budget) continues exactly:
+on the CPU the final weights equal those of an uninterrupted run.
+
+Preprocessing is ``hvx.preprocess.preprocess``, the function inference uses,
+applied per batch on the training device (numba on the CPU, Triton on CUDA).
+
+Outputs in the run folder ``out``: ``config.yaml`` (the resolved config),
+``checkpoints/last.safetensors`` (full state), ``checkpoints/best.safetensors``
+(weights of the best validation), ``log.jsonl`` (one JSON line per epoch and per
+validation) and ``bundle/`` (the model bundle, from the best weights; from the
+last weights when no validation ran).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from tqdm.auto import tqdm
+
+from hvx.bundle import save_bundle
+from hvx.metrics import conic_scores
+from hvx.model import HoVerNet, HoVerNetInference, create_model
+from hvx.postprocess import postprocess
+from hvx.preprocess import preprocess
+from hvx.training.augment import Augmenter
+from hvx.training.checkpoint import load_checkpoint, save_checkpoint
+from hvx.training.config import TrainConfig, dump_config
+from hvx.training.data import TileDataset, load_dataset, split_by_source
+from hvx.training.losses import HoVerLoss
+from hvx.training.sam import SAM
+from hvx.training.targets import make_targets
+
+__all__ = ["TrainResult", "TrainTiles", "Trainer", "evaluate", "prepare_dataset"]
+
+log = logging.getLogger("hvx.training")
+
+#: Config fields that may differ between a checkpoint and a ``--resume`` run.
+RESUMABLE_CHANGES = ("epochs", "num_workers", "val_every", "ckpt_every_steps", "val_batch_size")
+
+
+# ---- data ------------------------------------------------------------------------------
+
+
+def _resize_tiles(ds: TileDataset, scale: float) -> TileDataset:
+    """Resizes every tile by ``scale`` (images INTER_AREA, labels nearest)."""
+    n, h, w = ds.inst.shape
+    nh, nw = round(h * scale), round(w * scale)
+    images = np.empty((n, nh, nw, 3), np.uint8)
+    inst = np.empty((n, nh, nw), ds.inst.dtype)
+    cls = np.empty((n, nh, nw), ds.cls.dtype)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    for i in range(n):
+        images[i] = cv2.resize(ds.images[i], (nw, nh), interpolation=interp)
+        inst[i] = cv2.resize(ds.inst[i].astype(np.int32), (nw, nh), interpolation=cv2.INTER_NEAREST)
+        cls[i] = cv2.resize(ds.cls[i], (nw, nh), interpolation=cv2.INTER_NEAREST)
+    return dataclasses.replace(ds, images=images, inst=inst, cls=cls)
+
+
+def prepare_dataset(ds: TileDataset, config: TrainConfig) -> tuple[TileDataset, tuple[str, ...]]:
+    """Applies the config's class map and scale to a loaded dataset.
+
+    Returns:
+        ``(dataset, class_names)``: the (resized, relabelled) dataset and the
+        names of the model's classes 1..C.
+
+    Raises:
+        ValueError: If the class map sends ids beyond the class names.
+    """
+    dc = config.data
+    cls = ds.cls
+    if dc.class_map:
+        lut = np.arange(max(256, int(cls.max()) + 1), dtype=np.int64)
+        for k, v in dc.class_map.items():
+            if k < lut.size:
+                lut[k] = v
+        cls = lut[cls].astype(np.uint8)
+    names = tuple(dc.class_names) if dc.class_names is not None else tuple(ds.class_names)
+    top = int(cls.max()) if cls.size else 0
+    if top > len(names):
+        raise ValueError(
+            f"expected class ids <= {len(names)} (class names {list(names)}), got class id {top}; "
+            "set data.class_names or data.class_map"
+        )
+    ds = dataclasses.replace(ds, cls=cls, class_names=names)
+    if dc.scale != 1.0:
+        ds = _resize_tiles(ds, dc.scale)
+    return ds, names
+
+
+class TrainTiles(torch.utils.data.Dataset):
+    """Training samples: augment -> random crop -> targets, keyed by ``(epoch, index)``.
+
+    The uint8 image is returned as is; preprocessing runs per batch on the
+    training device (the same ``hvx.preprocess.preprocess`` as inference).
+
+    Args:
+        ds: The training tiles.
+        augmenter: The augmentation.
+        crop_size: Edge of the square crop (<= tile size).
+        seed: Run seed.
+
+    ``__getitem__((epoch, i))`` returns ``{"image": Tensor[H, W, 3] uint8,
+    "np": Tensor[H, W] int64, "hv": Tensor[2, H, W] float32, "tp": Tensor[H, W] int64}``.
+    """
+
+    def __init__(self, ds: TileDataset, augmenter: Augmenter, crop_size: int, seed: int) -> None:
+        h, w = ds.inst.shape[1:]
+        if crop_size > min(h, w):
+            raise ValueError(f"expected data.crop_size <= tile size {h}x{w}, got {crop_size}")
+        self.ds, self.augmenter, self.crop, self.seed = ds, augmenter, crop_size, seed
+
+    def __len__(self) -> int:
+        return len(self.ds.images)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, i = key
+        rng = np.random.default_rng([self.seed, epoch, i])
+        image, inst, cls = self.augmenter(self.ds.images[i], self.ds.inst[i], self.ds.cls[i], rng)
+        h, w = inst.shape
+        y0 = int(rng.integers(0, h - self.crop + 1))
+        x0 = int(rng.integers(0, w - self.crop + 1))
+        sl = (slice(y0, y0 + self.crop), slice(x0, x0 + self.crop))
+        image, inst, cls = image[sl], inst[sl], cls[sl]
+        t = make_targets(inst, cls)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "np": torch.from_numpy(np.ascontiguousarray(t["np"], dtype=np.int64)),
+            "hv": torch.from_numpy(np.ascontiguousarray(t["hv"], dtype=np.float32)),
+            "tp": torch.from_numpy(np.ascontiguousarray(t["tp"], dtype=np.int64)),
+        }
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The tile order of an epoch: a permutation of ``range(n)`` from ``(seed, epoch)``."""
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1))
+    return torch.randperm(n, generator=g)
+
+
+class _EpochBatches(torch.utils.data.Sampler):
+    """Batches of ``(epoch, index)`` keys of one epoch, from step ``start`` on."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start: int) -> None:
+        order = epoch_order(n, seed, epoch).tolist()
+        steps = n // batch_size
+        self.batches = [
+            [(epoch, i) for i in order[s * batch_size : (s + 1) * batch_size]]
+            for s in range(start, steps)
+        ]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+# ---- validation ------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: HoVerNet,
+    ds: TileDataset,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    amp: bool = False,
+) -> dict[str, Any]:
+    """Validation: whole tiles -> model -> probabilities -> post-processing -> CoNiC metrics.
+
+    Args:
+        model: The network (put in eval mode here, then restored).
+        ds: Validation tiles (class ids 1..C).
+        config: Supplies preprocessing, post-processing and the batch size.
+        device: Where the model runs.
+        amp: float16 autocast (CUDA).
+
+    Returns:
+        ``{"pq": binary PQ, "mpq_plus": mPQ+, "pq_plus": [per class], "tiles": N}``.
+    """
+    was_training = model.training
+    model.eval()
+    infer = HoVerNetInference(model)
+    num_classes = len(ds.class_names)
+    preds = []
+    m = model.size_multiple
+    try:
+        for s in range(0, len(ds.images), config.val_batch_size):
+            imgs = torch.from_numpy(ds.images[s : s + config.val_batch_size]).to(device)
+            x = preprocess(imgs, config.preprocess, device=device, dtype=torch.float32)
+            h, w = x.shape[-2:]
+            ph, pw = (-h) % m, (-w) % m
+            if ph or pw:
+                x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+            with _autocast(device, amp):
+                np_prob, hv, tp_prob = infer(x)
+            np_prob = np_prob[..., :h, :w].float().cpu().numpy()
+            hv = hv[..., :h, :w].float().cpu().numpy()
+            tp_prob = tp_prob[..., :h, :w].float().cpu().numpy()
+            preds.append(postprocess(np_prob, hv, tp_prob, config.postprocess).to_conic())
+    finally:
+        model.train(was_training)
+    pred = np.concatenate(preds)
+    true = np.stack([ds.inst.astype(np.int32), ds.cls.astype(np.int32)], axis=-1)
+    scores = conic_scores(true, pred, num_classes=num_classes)
+    return {
+        "pq": float(scores.pq),
+        "mpq_plus": float(scores.mpq_plus),
+        "pq_plus": [float(v) for v in np.asarray(scores.pq_plus).ravel()],
+        "tiles": len(ds.images),
+    }
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+# ---- the trainer -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` did.
+
+    Attributes:
+        status: "completed", "time_budget" or "interrupted" (SIGINT/SIGTERM).
+        epochs_done: Completed epochs.
+        global_step: Optimiser steps taken in the whole run.
+        bundle: The bundle folder (None when interrupted: resume to finish).
+        best: The best validation metrics (None if no validation ran).
+        history: Every validation, in order.
+    """
+
+    status: str
+    epochs_done: int
+    global_step: int
+    bundle: Path | None
+    best: dict | None
+    history: list[dict]
+
+
+class Trainer:
+    """Trains a HoVerNet from a :class:`TrainConfig` on a dataset folder.
+
+    Args:
+        config: The resolved config.
+        data: Dataset path (CoNiC npy folder or CoNSeP-style folder) or a loaded
+            :class:`TileDataset`.
+        out: Run folder (created).
+        device: "cpu", "cuda", "cuda:1" or "auto".
+        max_minutes: Time budget of this invocation; on expiry the run stops after
+            the current step with a checkpoint, a validation and a bundle.
+        resume: Continue from ``out/checkpoints/last.safetensors``.
+        progress: Show tqdm bars.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: str | os.PathLike | TileDataset,
+        out: str | os.PathLike,
+        *,
+        device: str = "auto",
+        max_minutes: float | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        if max_minutes is not None and not max_minutes > 0:
+            raise ValueError(f"expected max_minutes > 0, got {max_minutes}")
+        self.config = config
+        self.out = Path(out)
+        self.device = _pick_device(device)
+        self.max_minutes = max_minutes
+        self.resume = resume
+        self.progress = progress
+        self.data_source = str(data) if not isinstance(data, TileDataset) else "<in memory>"
+        ds = load_dataset(data) if not isinstance(data, TileDataset) else data
+        ds, self.class_names = prepare_dataset(ds, config)
+        train_idx, val_idx = split_by_source(
+            ds.sources, val_fraction=config.data.val_fraction, seed=config.data.split_seed
+        )
+        if config.data.max_train_tiles is not None:
+            train_idx = train_idx[: config.data.max_train_tiles]
+        if config.data.max_val_tiles is not None:
+            val_idx = val_idx[: config.data.max_val_tiles]
+        self.train_ds, self.val_ds = ds.subset(train_idx), ds.subset(val_idx)
+        if len(self.train_ds.images) < config.batch_size:
+            raise ValueError(
+                f"expected at least batch_size={config.batch_size} training tiles, "
+                f"got {len(self.train_ds.images)}"
+            )
+        self.amp = config.amp and self.device.type == "cuda"
+        torch.manual_seed(config.seed)
+        self.model = create_model(
+            config.model.variant,
+            in_chans=config.in_chans,
+            num_types=len(self.class_names) + 1,
+            init_from=config.model.init_from,
+        ).to(self.device)
+        m = self.model.size_multiple
+        if config.data.crop_size % m:
+            raise ValueError(
+                f"expected data.crop_size a multiple of {m} for {config.model.variant}, "
+                f"got {config.data.crop_size}"
+            )
+        self.loss_fn = HoVerLoss(config.loss)
+        oc = config.optim
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=oc.lr,
+            betas=oc.betas,
+            eps=oc.eps,
+            weight_decay=oc.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=oc.step_size, gamma=oc.gamma
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.sam = SAM(self.optimizer, rho=oc.rho, scaler=self.scaler) if oc.sam else None
+        self.tiles = TrainTiles(
+            self.train_ds, Augmenter(config.augment), config.data.crop_size, config.seed
+        )
+        self.steps_per_epoch = len(self.tiles) // config.batch_size
+        # run state (what a checkpoint restores)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.train_seconds = 0.0
+        self._stop: str | None = None
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    @property
+    def ckpt_dir(self) -> Path:
+        """``out/checkpoints``."""
+        return self.out / "checkpoints"
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "history": self.history,
+            "best": self.best,
+            "train_seconds": self.train_seconds,
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.amp else None,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self) -> Path:
+        """Writes ``checkpoints/last.safetensors`` (full state, atomically)."""
+        return save_checkpoint(
+            self.ckpt_dir / "last.safetensors",
+            model=self.model,
+            state=self._state(),
+            optimizer=self.optimizer,
+        )
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        saved = ckpt.state.get("config", {})
+        mine = self.config.to_dict()
+        diffs = sorted(
+            k
+            for k in set(saved) | set(mine)
+            if saved.get(k) != mine.get(k) and k not in RESUMABLE_CHANGES
+        )
+        if diffs:
+            raise ValueError(
+                f"cannot resume from {path}: the config differs in {', '.join(diffs)} "
+                f"(only {', '.join(RESUMABLE_CHANGES)} may change on --resume)"
+            )
+        if ckpt.optimizer is None:
+            raise ValueError(
+                f"cannot resume from {path}: it holds weights only, no optimizer state"
+            )
+        try:
+            self.model.load_state_dict(ckpt.model)
+            self.optimizer.load_state_dict(ckpt.optimizer)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ValueError(f"checkpoint {path} does not fit this model/optimizer: {e}") from None
+        st = ckpt.state
+        self.scheduler.load_state_dict(st["scheduler"])
+        if self.amp and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        torch.set_rng_state(ckpt.rng["torch_cpu"])
+        if "torch_cuda" in ckpt.rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt.rng["torch_cuda"], self.device)
+        self.epoch, self.step_in_epoch = st["epoch"], st["step_in_epoch"]
+        self.global_step = st["global_step"]
+        self.history, self.best = st["history"], st["best"]
+        self.train_seconds = st["train_seconds"]
+
+    # -- one step ------------------------------------------------------------------------
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimiser step (two forward/backward passes with SAM); returns the losses."""
+        dev = self.device
+        x = preprocess(
+            batch["image"].to(dev), self.config.preprocess, device=dev, dtype=torch.float32
+        )
+        targets = {k: batch[k].to(dev) for k in ("np", "hv", "tp")}
+        parts: dict[str, torch.Tensor] = {}
+
+        def closure() -> torch.Tensor:
+            with _autocast(dev, self.amp):
+                out = self.model(x)
+            loss, p = self.loss_fn(out, targets)
+            if not parts:
+                parts.update(p)
+            self.scaler.scale(loss).backward()
+            return loss
+
+        if self.sam is not None:
+            loss = self.sam.step(closure, model=self.model)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = closure().detach()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return {"loss": float(loss), **{k: float(v) for k, v in parts.items()}}
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
+        sampler = _EpochBatches(
+            len(self.tiles), self.config.batch_size, self.config.seed, epoch, start
+        )
+        return torch.utils.data.DataLoader(
+            self.tiles,
+            batch_sampler=sampler,
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            # its own generator: creating an iterator must not draw from the global
+            # torch RNG (that would shift stochastic depth after a resume)
+            generator=torch.Generator().manual_seed(self.config.seed + epoch),
+        )
+
+    def _log(self, record: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _validate(self) -> dict:
+        metrics = evaluate(self.model, self.val_ds, self.config, self.device, amp=self.amp)
+        metrics.update(epoch=self.epoch, global_step=self.global_step)
+        self.history.append(metrics)
+        key = self.config.best_metric
+        if self.best is None or metrics[key] > self.best[key]:
+            self.best = metrics
+            save_checkpoint(
+                self.ckpt_dir / "best.safetensors", model=self.model, state=self._state()
+            )
+        self._log({"event": "validation", **metrics})
+        self._write(
+            f"epoch {self.epoch}: PQ {metrics['pq']:.4f}  mPQ+ {metrics['mpq_plus']:.4f}  "
+            f"(best {key} {self.best[key]:.4f})"
+        )
+        return metrics
+
+    def _write(self, msg: str) -> None:
+        if self.progress:
+            tqdm.write(msg)
+        log.info(msg)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stop = "interrupted"
+        self._signal = signum
+
+    def fit(self) -> TrainResult:
+        """Runs (or resumes) the training; see the module docstring for the outputs."""
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        last = self.ckpt_dir / "last.safetensors"
+        if self.resume:
+            self._load(last)
+            self._write(f"resumed from {last} at epoch {self.epoch}, step {self.step_in_epoch}")
+        elif last.exists():
+            raise ValueError(
+                f"{self.out} already holds a run ({last}); pass --resume to continue it "
+                "or choose another --out"
+            )
+        _atomic_write(self.out / "config.yaml", dump_config(cfg))
+        handlers = self._install_signal_handlers()
+        t_start = time.monotonic()
+        budget = self.max_minutes * 60 if self.max_minutes else math.inf
+        validated_at = self.history[-1]["global_step"] if self.history else -1
+        self.model.train()
+        try:
+            while self.epoch < cfg.epochs and self._stop is None:
+                loader = self._loader(self.epoch, self.step_in_epoch)
+                bar = tqdm(
+                    loader,
+                    total=self.steps_per_epoch,
+                    initial=self.step_in_epoch,
+                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                    disable=not self.progress,
+                    leave=False,
+                )
+                t_epoch = time.monotonic()
+                for batch in bar:
+                    losses = self.train_step(batch)
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    bar.set_postfix(loss=f"{losses['loss']:.4f}")
+                    if time.monotonic() - t_start > budget:
+                        self._stop = "time_budget"
+                    if self._stop is not None:
+                        break
+                    every = cfg.ckpt_every_steps
+                    if every and self.global_step % every == 0:
+                        self.save()
+                bar.close()
+                self.train_seconds += time.monotonic() - t_epoch
+                if self.step_in_epoch >= self.steps_per_epoch:
+                    self.epoch += 1
+                    self.step_in_epoch = 0
+                    self.scheduler.step()
+                    self._log(
+                        {
+                            "event": "epoch",
+                            "epoch": self.epoch,
+                            "global_step": self.global_step,
+                            "lr": self.scheduler.get_last_lr()[0],
+                            **losses,
+                        }
+                    )
+                    if self._stop is None and (
+                        self.epoch % cfg.val_every == 0 or self.epoch == cfg.epochs
+                    ):
+                        self._validate()
+                        validated_at = self.global_step
+                    self.save()
+            if self._stop == "interrupted":
+                self.save()
+                self._write(f"interrupted: checkpoint {last}; resume with --resume")
+                return self._result(None)
+            if validated_at != self.global_step:
+                self._validate()
+            self.save()
+            bundle = self._write_bundle()
+            status = self._stop or "completed"
+            return self._result(bundle, status)
+        finally:
+            self._restore_signal_handlers(handlers)
+
+    def _result(self, bundle: Path | None, status: str = "interrupted") -> TrainResult:
+        return TrainResult(
+            status=status,
+            epochs_done=self.epoch,
+            global_step=self.global_step,
+            bundle=bundle,
+            best=self.best,
+            history=list(self.history),
+        )
+
+    def _install_signal_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, self._on_signal)
+        return old
+
+    @staticmethod
+    def _restore_signal_handlers(old: dict) -> None:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+    def _write_bundle(self) -> Path:
+        cfg = self.config
+        best_path = self.ckpt_dir / "best.safetensors"
+        model = create_model(
+            cfg.model.variant, in_chans=cfg.in_chans, num_types=len(self.class_names) + 1
+        )
+        if self.best is not None and best_path.exists():
+            model.load_state_dict(load_checkpoint(best_path).model)
+            weights = "best"
+        else:
+            model.load_state_dict({k: v.cpu() for k, v in self.model.state_dict().items()})
+            weights = "last"
+        from hvx.bench.harness import provenance
+
+        prov = {
+            "config": cfg.to_dict(),
+            "data": {
+                "source": self.data_source,
+                "train_tiles": len(self.train_ds.images),
+                "val_tiles": len(self.val_ds.images),
+                "val_sources": sorted(set(self.val_ds.sources)),
+            },
+            "seed": cfg.seed,
+            "weights": weights,
+            "epochs_done": self.epoch,
+            "global_step": self.global_step,
+            "train_seconds": round(self.train_seconds, 1),
+            "device": str(self.device),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "machine": provenance(),
+        }
+        metrics = {"validation": self.best, "history": self.history}
+        return save_bundle(
+            self.out / "bundle",
+            model,
+            class_names=self.class_names,
+            mpp=cfg.model_mpp,
+            preprocess=cfg.preprocess,
+            postprocess=cfg.postprocess,
+            provenance=prov,
+            metrics=metrics,
+        )
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"expected device 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch.cuda.is_available() is False")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"expected device 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return dev
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
