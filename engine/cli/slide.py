@@ -48,8 +48,14 @@ def is_large_input(path: str | os.PathLike, max_pixels: int = LARGE_PIXELS) -> b
         return False
 
 
-def add_tiling_arguments(p: argparse.ArgumentParser) -> None:
-    """Adds the options of the tiled path (shared by ``hvx slide`` and ``hvx infer``)."""
+def add_tiling_arguments(p: argparse.ArgumentParser, *, common: bool = True) -> None:
+    """Adds the options of the tiled path (shared by ``hvx slide`` and ``hvx infer``).
+
+    Args:
+        p: The parser.
+        common: Also add ``--tile-batch``, ``--overwrite`` and ``--no-progress``
+            (``hvx infer`` has its own ``--batch-size``, ``--overwrite``, ``--no-progress``).
+    """
     g = p.add_argument_group("large images and slides")
     g.add_argument("--level", type=int, default=None, help="slide pyramid level to read")
     g.add_argument(
@@ -65,15 +71,16 @@ def add_tiling_arguments(p: argparse.ArgumentParser) -> None:
         default=64,
         help="tile overlap in pixels; must exceed the largest nucleus (default 64)",
     )
-    g.add_argument("--tile-batch", type=int, default=8, help="tiles per engine call")
     g.add_argument("--no-tissue", action="store_true", help="run background tiles too")
     g.add_argument("--labels", action="store_true", help="also write a tiled label TIFF")
-    g.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the outputs of a different run in --out (never done silently)",
-    )
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if common:
+        g.add_argument("--tile-batch", type=int, default=8, help="tiles per engine call")
+        g.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace the outputs of a different run in --out (never done silently)",
+        )
+        g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -94,8 +101,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_tiled(args: argparse.Namespace, engine, path: Path, out: Path) -> dict:
-    """Runs one large input with a loaded engine; prints and returns the summary."""
+def run_tiled(
+    args: argparse.Namespace,
+    engine,
+    path: Path,
+    out: Path,
+    *,
+    formats: tuple[str, ...] = ("geojson", "csv"),
+    stem: str = "nuclei",
+) -> dict:
+    """Runs one large input with a loaded engine; prints and returns the summary.
+
+    Raises:
+        hvx.slide.SlideReadError: Unreadable input, bad level, missing mpp.
+        hvx.tiling.RunMismatchError: ``out`` holds a different run.
+    """
     import json
 
     from hvx.slide import open_image
@@ -109,7 +129,7 @@ def run_tiled(args: argparse.Namespace, engine, path: Path, out: Path) -> dict:
     config = TilingConfig(
         tile=args.tile,
         overlap=args.overlap,
-        batch_size=args.tile_batch,
+        batch_size=getattr(args, "tile_batch", None) or args.batch_size,
         tissue=not args.no_tissue,
     )
     with reader:
@@ -118,6 +138,8 @@ def run_tiled(args: argparse.Namespace, engine, path: Path, out: Path) -> dict:
             reader,
             out,
             config=config,
+            formats=formats,
+            stem=stem,
             labels=args.labels,
             overwrite=args.overwrite,
             progress=not args.no_progress,
@@ -140,6 +162,38 @@ def run(args: argparse.Namespace) -> int:
         from hvx import Engine  # provided by the engine module
     except ImportError as e:
         raise SystemExit(f"hvx slide needs hvx.Engine, which this install lacks: {e}") from e
-    engine = Engine.load(args.model, device=args.device or "auto")
-    run_tiled(args, engine, args.input, args.out)
+    from hvx.slide import SlideReadError
+    from hvx.tiling import RunMismatchError
+
+    try:
+        engine = Engine.load(args.model, device=args.device or "auto")
+        run_tiled(args, engine, args.input, args.out)
+    except (SlideReadError, RunMismatchError, FileNotFoundError) as err:
+        log.error("%s", err)
+        return 2
     return 0
+
+
+def run_large_inputs(args: argparse.Namespace, engine, large: list[Path], out: Path) -> list:
+    """``hvx infer``'s hook: each large input -> its own run folder ``out/<stem>/``.
+
+    Output formats follow ``--format``: geojson and csv as asked; npy/conic ask for
+    the label TIFF instead (a whole-slide array is not written); overlay is skipped.
+
+    Returns:
+        ``(path, error message)`` for each input that failed.
+    """
+    from hvx.slide import SlideReadError
+    from hvx.tiling import RunMismatchError
+
+    formats = tuple(f for f in args.format if f in ("geojson", "csv"))
+    if any(f in ("npy", "conic") for f in args.format):
+        args.labels = True
+    failed = []
+    for path in large:
+        try:
+            run_tiled(args, engine, path, out / path.stem, formats=formats, stem=path.stem)
+        except (SlideReadError, RunMismatchError, OSError) as err:
+            failed.append((path, str(err)))
+            log.error("failed %s: %s", path, err)
+    return failed

@@ -520,7 +520,7 @@ def _progress(total: int, initial_done: int, enabled: bool):
         total=total,
         unit="tile",
         desc="hvx tiles" + (f" (resumed, {initial_done} done)" if initial_done else ""),
-        disable=not enabled,
+        disable=None if enabled else True,  # None: off when stderr is not a terminal
         dynamic_ncols=True,
         mininterval=0.5,
     )
