@@ -100,6 +100,21 @@ class TiledResult:
     stats: StitchStats
     plan: TilePlan
 
+    def table(self):
+        """The nuclei as an :class:`hvx.results.NucleusTable` (ascending ids)."""
+        from hvx.results import NucleusTable
+
+        n = self.nuclei
+        return NucleusTable(
+            id=n.id,
+            type=n.type,
+            type_prob=n.type_prob,
+            centroid=n.centroid,
+            bbox=n.bbox,
+            area=n.area,
+            contours=n.contours,
+        )
+
 
 # ------------------------------------------------------------------ tiles
 def schedule_tiles(plan: TilePlan, reader, config: TilingConfig) -> list[int]:

@@ -37,6 +37,7 @@ def test_infer_image_equals_labels_and_table_is_consistent():
     nu = res.nuclei
     assert np.array_equal(nu.id, np.arange(1, len(nu) + 1))
     assert len(nu) == len(np.unique(inst)) - 1
+    assert len(res.table()) == len(nu)  # an hvx.results.NucleusTable
     areas = np.bincount(res.inst.ravel(), minlength=len(nu) + 1)[1:]
     assert np.array_equal(areas, nu.area)
     for k in range(len(nu)):  # type map holds each nucleus' class
