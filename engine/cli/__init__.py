@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from hvx._version import __version__
-from hvx.cli import build, infer, info
+from hvx.cli import build, infer, info, slide
 from hvx.cli import eval as eval_cmd
 
 # Explicit, ordered registry (no dynamic imports from strings).
-_COMMANDS = (info, eval_cmd, build, infer)
+_COMMANDS = (info, eval_cmd, build, infer, slide)
 
 
 def build_parser() -> argparse.ArgumentParser:

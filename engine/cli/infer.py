@@ -65,6 +65,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K")
     p.add_argument("--batch-size", type=int, default=8, help="tiles per network call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # ---- large images and slides: tiled path (hvx.cli.slide) ----
+    from hvx.cli.slide import add_tiling_arguments
+
+    add_tiling_arguments(p, common=False)
     p.set_defaults(func=run)
 
 
@@ -116,13 +120,18 @@ def run(args: argparse.Namespace) -> int:
                     f"two inputs share the output name {f.stem!r}: {stems[f.stem]}, {f}"
                 )
             stems[f.stem] = f
+        # ---- large images and slides go through the tiled path (hvx.cli.slide) ----
+        from hvx.cli.slide import is_large_input, run_large_inputs
+
+        large = [f for f in files if is_large_input(f)]
+        files = [f for f in files if f not in large]
         todo = [
             f
             for f in files
             if args.overwrite
             or not all(p.is_file() for p in output_paths(out, f.stem, args.format))
         ]
-        if todo or args.model is None or not args.model.exists():  # no model load if all done
+        if todo or large or args.model is None or not args.model.exists():  # no load if done
             engine = Engine.load(args.model, backend=args.backend, device=args.device, mpp=args.mpp)
     except (FileNotFoundError, ValueError, ImportError) as err:
         log.error("%s", err)
@@ -131,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     done = 0
     skipped = len(files) - len(todo)
     failed: list[tuple[Path, str]] = []
+    if large:  # tiled, streamed, resumable; one run folder per input
+        failed += run_large_inputs(args, engine, large, out)
+        done += len(large) - len(failed)
     pending: list[tuple[Path, np.ndarray]] = []
 
     def flush() -> None:
@@ -173,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             flush()
     flush()
     bar.close()
-    where = f" [{engine.backend} on {engine.device}]" if todo else ""
+    where = f" [{engine.backend} on {engine.device}]" if todo or large else ""
     print(
         f"hvx infer: {done} processed, {skipped} skipped (already done), {len(failed)} failed "
         f"-> {out}{where}"

@@ -1,0 +1,189 @@
+"""Peak host memory of tiled inference on a generated 20,000 x 20,000 image.
+
+The image is a tiled TIFF written strip by strip from real CoNSeP tiles (never
+whole in memory); the "engine" is a fast stand-in that returns the mosaic's
+label maps under each tile (the network is not what is measured here: the
+reader, queues, stitcher and writers are). It runs in this process; peak RSS is
+``ru_maxrss``. The label oracle also checks that the stitched count equals the
+mosaic's count (no seam duplicates, none lost).
+
+Usage: python benchmarks/wsi_memory.py [--size 20000] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "tiling"))
+
+
+def _source(consep: Path, size: int, seed: int = 0):
+    with np.load(consep / "labels.npz") as z:
+        data = {k: z[k] for k in ("names", "inst", "cls")}
+    n = -(-size // 256)
+    pick = np.random.default_rng(seed).integers(0, len(data["names"]), (n, n))
+    return data, pick
+
+
+def write_mosaic(consep: Path, size: int, path: Path) -> None:
+    import cv2
+    import tifffile
+
+    data, pick = _source(consep, size)
+    imgs = {}
+
+    def tile(i):
+        if i not in imgs:
+            bgr = cv2.imread(str(consep / "images" / f"{data['names'][i]}.png"))
+            imgs[i] = np.ascontiguousarray(bgr[..., ::-1])
+        return imgs[i]
+
+    def tiles():
+        for r in range(pick.shape[0]):
+            for c in range(pick.shape[1]):
+                yield tile(pick[r, c])
+
+    tifffile.imwrite(
+        path,
+        tiles(),
+        shape=(size, size, 3),
+        dtype=np.uint8,
+        tile=(256, 256),
+        photometric="rgb",
+        compression="zlib",
+        bigtiff=True,
+        metadata=None,
+    )
+
+
+class MosaicOracle:
+    """Returns the mosaic's labels under each tile, in the order the pipeline sends them."""
+
+    class_names = ("misc", "inflammatory", "epithelial", "spindle")
+
+    def __init__(self, consep, size, plan, tiles):
+        self.data, self.pick = _source(consep, size)
+
+        self.plan, self.queue, self.size = plan, list(tiles), size
+
+    def labels(self, y0, x0, t):
+        inst = np.zeros((t, t), np.int32)
+        cls = np.zeros((t, t), np.uint8)
+        for r in range(y0 // 256, min((y0 + t - 1) // 256, self.pick.shape[0] - 1) + 1):
+            for c in range(x0 // 256, min((x0 + t - 1) // 256, self.pick.shape[1] - 1) + 1):
+                k = int(self.pick[r, c])
+                sy, sx = r * 256, c * 256
+                ya, yb = max(y0, sy), min(y0 + t, sy + 256, self.size)
+                xa, xb = max(x0, sx), min(x0 + t, sx + 256, self.size)
+                if ya >= yb or xa >= xb:
+                    continue
+                src = self.data["inst"][k][ya - sy : yb - sy, xa - sx : xb - sx]
+                uid = (r * self.pick.shape[1] + c) * 4096  # unique per mosaic cell
+                inst[ya - y0 : yb - y0, xa - x0 : xb - x0] = np.where(src > 0, src + uid, 0)
+                cls[ya - y0 : yb - y0, xa - x0 : xb - x0] = self.data["cls"][k][
+                    ya - sy : yb - sy, xa - sx : xb - sx
+                ]
+        return inst, cls
+
+    def infer(self, batch):
+        from synth import Result, relabel, table_from_maps
+
+        out_i, tables = [], []
+        for _ in batch:
+            t = self.plan.tile_at(self.queue.pop(0))
+            inst, cls = self.labels(t.y0, t.x0, self.plan.tile)
+            inst = relabel(inst)
+            out_i.append(inst)
+            tables.append(table_from_maps(inst, cls))
+        return Result(np.stack(out_i), np.zeros((len(batch), 1, 1), np.uint8), tables)
+
+
+def truth_count(consep, size):
+    data, pick = _source(consep, size)
+    n = 0
+    for r in range(pick.shape[0]):
+        for c in range(pick.shape[1]):
+            lab = data["inst"][pick[r, c]][: size - r * 256, : size - c * 256]
+            n += len(np.unique(lab)) - 1
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=20000)
+    ap.add_argument("--overlap", type=int, default=128)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/hvx_wsi_bench"))
+    ap.add_argument("--formats", default="geojson,csv")
+    ap.add_argument("--no-tissue", action="store_true", help="run every tile")
+    args = ap.parse_args()
+    from hvx.bench.harness import provenance
+    from hvx.slide import open_image
+    from hvx.tiling import TilingConfig, infer_slide, plan_tiles
+    from hvx.tiling.pipeline import schedule_tiles
+
+    consep = ROOT.parent.parent / "shared" / "data" / "consep"
+    if not consep.exists():
+        consep = Path("/work/shared/data/consep")
+    args.work.mkdir(parents=True, exist_ok=True)
+    img = args.work / f"mosaic_{args.size}.tif"
+    t0 = time.perf_counter()
+    if not img.exists():
+        write_mosaic(consep, args.size, img)
+    t_gen = time.perf_counter() - t0
+    rss_gen = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cfg = TilingConfig(tile=256, overlap=args.overlap, batch_size=8, tissue=not args.no_tissue)
+    reader = open_image(img)
+    plan = plan_tiles(reader.height, reader.width, cfg.tile, cfg.overlap)
+    tiles = schedule_tiles(plan, reader, cfg)
+    engine = MosaicOracle(consep, args.size, plan, tiles)
+    out = args.work / "out"
+    if out.exists():  # a fresh run each time (the oracle follows the tile order from 0)
+        import shutil
+
+        shutil.rmtree(out)
+    formats = tuple(f for f in args.formats.split(",") if f)
+    s = infer_slide(
+        engine,
+        reader,
+        out,
+        config=cfg,
+        formats=formats,
+        labels=True,
+        overwrite=True,
+        progress=False,
+    )
+    truth = truth_count(consep, args.size)
+    sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+    doc = {
+        "benchmark": "wsi_memory",
+        "provenance": provenance(),
+        "image": [args.size, args.size],
+        "input_tiff_bytes": img.stat().st_size,
+        "generate_s": round(t_gen, 1),
+        "rss_after_generating_mb": round(rss_gen, 1),
+        "engine": "label oracle (no network): measures reader + queues + stitcher + writers",
+        "config": cfg.to_dict(),
+        "summary": s,
+        "truth_nuclei": truth,
+        "stitched_equals_truth": s["nuclei"] == truth,
+        "output_bytes": sizes,
+        "image_bytes_if_held_in_memory": args.size * args.size * 3,
+    }
+    res = ROOT / "benchmarks" / "results" / f"wsi_memory_{args.size}.json"
+    res.write_text(json.dumps(doc, indent=2) + "\n")
+    print(
+        json.dumps({k: doc[k] for k in ("truth_nuclei", "stitched_equals_truth")}),
+        json.dumps(s)[:900],
+    )
+
+
+if __name__ == "__main__":
+    main()
