@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_engine import make_tiny_bundle
 
 import hvx
-from tests.test_engine import make_tiny_bundle
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -46,13 +46,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="model bundle folder or .plan file (default: the bundled default model)",
     )
     p.add_argument(
-        "--mpp",
-        type=float,
-        default=None,
-        help="microns per pixel of the inputs when they differ from the model's "
-        "(e.g. 0.5 for 20x); images are rescaled to the model and results back",
-    )
-    p.add_argument(
         "--format",
         type=_formats,
         default=["npy", "geojson", "csv"],
@@ -99,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     from hvx.io import ImageReadError, find_images, read_image
     from hvx.io.writers import output_paths
 
+    if args.mpp is not None and not args.mpp > 0:
+        log.error("expected --mpp > 0 microns per pixel, got %s", args.mpp)
+        return 2
     if args.batch_size < 1:
         log.error("expected --batch-size >= 1, got %d", args.batch_size)
         return 2
@@ -132,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             or not all(p.is_file() for p in output_paths(out, f.stem, args.format))
         ]
         if todo or large or args.model is None or not args.model.exists():  # no load if done
-            engine = Engine.load(args.model, backend=args.backend, device=args.device, mpp=args.mpp)
+            engine = Engine.load(args.model, backend=args.backend, device=args.device)
     except (FileNotFoundError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
@@ -143,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     if large:  # tiled, streamed, resumable; one run folder per input
         failed += run_large_inputs(args, engine, large, out)
         done += len(large) - len(failed)
+    if todo and args.mpp is not None:  # tiles: the engine rescales to the model's mpp
+        engine.input_mpp = args.mpp
     pending: list[tuple[Path, np.ndarray]] = []
 
     def flush() -> None:

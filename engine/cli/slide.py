@@ -62,7 +62,9 @@ def add_tiling_arguments(p: argparse.ArgumentParser, *, common: bool = True) -> 
         "--mpp",
         type=float,
         default=None,
-        help="microns per pixel of the input (level 0), for files without that metadata",
+        help="microns per pixel of the input (level 0): needed for slides without that "
+        "metadata; for plain tiles at another resolution than the model's, hvx infer "
+        "rescales them to the model and the results back",
     )
     g.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
     g.add_argument(
