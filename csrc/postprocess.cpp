@@ -294,57 +294,74 @@ Table instance_table(const int32_t* inst, const int32_t* types, int64_t H, int64
                                 std::to_string(min_type));
   }
   if (max_id == 0) return t;
-  // Dense per-id slots when ids are compact enough, else ids are compressed.
+  const int64_t T = static_cast<int64_t>(max_type) + 1;
+  // Dense per-id accumulators (one pass over the map collects area, moments,
+  // bounding box and, when the id x type table is small, the type votes) when
+  // ids are compact enough; else ids are compressed and looked up.
   std::vector<int32_t> ids;
   std::vector<int64_t> slot_of;
   const bool dense = max_id <= 4 * n + 1024;
+  int64_t S;  // number of slots
   if (dense) {
-    slot_of.assign(static_cast<size_t>(max_id) + 1, -1);
-    for (int64_t i = 0; i < n; ++i) slot_of[inst[i]] = 0;
-    for (int32_t id = 1; id <= max_id; ++id)
-      if (slot_of[id] == 0) slot_of[id] = static_cast<int64_t>(ids.size()), ids.push_back(id);
+    S = static_cast<int64_t>(max_id) + 1;
   } else {
     ids.assign(inst, inst + n);
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     if (!ids.empty() && ids[0] == 0) ids.erase(ids.begin());
+    S = static_cast<int64_t>(ids.size());
   }
   auto slot = [&](int32_t id) -> int64_t {
-    if (dense) return slot_of[id];
+    if (dense) return id;
     return std::lower_bound(ids.begin(), ids.end(), id) - ids.begin();
   };
-  const size_t K = ids.size();
-  std::vector<int64_t> area(K, 0), sx(K, 0), sy(K, 0), r0(K, H), r1(K, -1), c0(K, W), c1(K, -1);
+  const bool vote_in_pass = S * T <= (int64_t{1} << 22);
+  std::vector<int64_t> area(S, 0), sx(S, 0), sy(S, 0), r0(S, H), r1(S, -1), c0(S, W), c1(S, -1);
+  std::vector<int32_t> votes(vote_in_pass ? static_cast<size_t>(S * T) : 0, 0);
   for (int64_t y = 0; y < H; ++y) {
+    const int32_t* row = inst + y * W;
+    const int32_t* trow = types + y * W;
     for (int64_t x = 0; x < W; ++x) {
-      const int32_t id = inst[y * W + x];
+      const int32_t id = row[x];
       if (!id) continue;
       const int64_t k = slot(id);
       area[k]++, sx[k] += x, sy[k] += y;
-      r0[k] = std::min(r0[k], y), r1[k] = std::max(r1[k], y);
+      r0[k] = std::min(r0[k], y), r1[k] = y;
       c0[k] = std::min(c0[k], x), c1[k] = std::max(c1[k], x);
+      if (vote_in_pass) votes[k * T + trow[x]]++;
     }
   }
-  std::vector<int64_t> hist(static_cast<size_t>(max_type) + 1, 0);
+  if (dense) {
+    for (int32_t id = 1; id <= max_id; ++id)
+      if (area[id]) ids.push_back(id);
+  }
+  std::vector<int64_t> hist(static_cast<size_t>(T), 0);
   std::vector<int32_t> touched;
-  for (size_t k = 0; k < K; ++k) {
-    const int32_t id = ids[k];
+  for (const int32_t id : ids) {
+    const int64_t k = slot(id);
     const size_t before = t.contour_xy.size();
     const int64_t npts = outer_contour(inst, H, W, id, r0[k], c0[k], t.contour_xy);
     if (npts < 3) {
       t.contour_xy.resize(before);
       continue;
     }
-    // Type vote over the instance's pixels (bounding box scan).
+    // Type vote over the instance's pixels: most votes, ties to the smaller type;
+    // background only when nothing else.
     touched.clear();
-    for (int64_t y = r0[k]; y <= r1[k]; ++y) {
-      for (int64_t x = c0[k]; x <= c1[k]; ++x) {
-        if (inst[y * W + x] != id) continue;
-        const int32_t ty = types[y * W + x];
-        if (hist[ty]++ == 0) touched.push_back(ty);
+    if (vote_in_pass) {
+      const int32_t* v = votes.data() + k * T;
+      for (int32_t ty = 0; ty < T; ++ty)
+        if (v[ty]) hist[ty] = v[ty], touched.push_back(ty);
+    } else {
+      for (int64_t y = r0[k]; y <= r1[k]; ++y) {
+        for (int64_t x = c0[k]; x <= c1[k]; ++x) {
+          if (inst[y * W + x] != id) continue;
+          const int32_t ty = types[y * W + x];
+          if (hist[ty]++ == 0) touched.push_back(ty);
+        }
       }
+      std::sort(touched.begin(), touched.end());
     }
-    std::sort(touched.begin(), touched.end());
     int32_t best = -1, best_nz = -1;
     for (int32_t ty : touched) {
       if (best < 0 || hist[ty] > hist[best]) best = ty;
