@@ -264,15 +264,23 @@ void argmax_planes(const float* probs, int64_t C, int64_t H, int64_t W, int32_t*
   static thread_local std::vector<float> best;
   best.assign(probs, probs + n);
   std::fill(out, out + n, 0);
+  // x - x is 0 for finite x and NaN for NaN / inf: one flag per pass, no branch.
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= !(probs[i] - probs[i] == 0.0f);
   for (int64_t c = 1; c < C; ++c) {
     const float* pc = probs + c * n;
     float* b = best.data();
     const int32_t ci = static_cast<int32_t>(c);
     for (int64_t i = 0; i < n; ++i) {  // branch-free select: vectorises
-      const bool gt = pc[i] > b[i];
-      b[i] = gt ? pc[i] : b[i];
+      const float v = pc[i];
+      bad |= !(v - v == 0.0f);
+      const bool gt = v > b[i];
+      b[i] = gt ? v : b[i];
       out[i] = gt ? ci : out[i];
     }
+  }
+  if (bad) {
+    throw std::invalid_argument("type probabilities: expected finite values, got NaN or inf");
   }
 }
 

@@ -52,6 +52,7 @@ struct Table {
 Table instance_table(const int32_t* inst, const int32_t* types, int64_t H, int64_t W);
 
 // Argmax over C planes (C, H, W) float32 -> (H, W) int32; ties go to the lower index.
+// Throws std::invalid_argument when a probability is NaN or inf.
 void argmax_planes(const float* probs, int64_t C, int64_t H, int64_t W, int32_t* out);
 
 // Paints each tabled instance's pixels with its type (others 0) -> (H, W) uint8.
