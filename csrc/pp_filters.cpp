@@ -31,6 +31,10 @@
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define HVX_X86_DISPATCH 1
+// GCC 12 warns about the undefined-vector idiom inside its own AVX-512 headers.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #define HVX_AVX2 __attribute__((target("avx2,fma")))
 #define HVX_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #include <immintrin.h>
