@@ -13,6 +13,7 @@ noisy; CPU time is the steadier figure). Writes a JSON file with provenance.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -144,6 +145,8 @@ def main() -> None:
         "batch": batch,
         "batch_scaling_1_to_2_threads": scaling,
         "peak_rss_mb": harness.peak_rss_mb(),
+        # the machine is shared: 1-, 5-, 15-minute load averages at the end of the run
+        "load_average": list(os.getloadavg()),
     }
     harness.write_json(args.out, doc)
     for r in rows:

@@ -14,6 +14,12 @@
 
 // The relief's products (0.25 x, 0.5 x) are exact, so FMA contraction cannot
 // change it; the order of the additions is OpenCV's.
+// GCC does not if-convert float compares under -ftrapping-math, which keeps the
+// per-pixel selects below from vectorising; no FP exception is ever inspected
+// here, and the values computed are the same.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 
 namespace hvx {
 namespace pp {
@@ -51,10 +57,10 @@ int64_t reflect101(int64_t p, int64_t n) {
 
 struct Workspace {
   std::vector<uint8_t> fg, marker, mask_p;
-  std::vector<float> hn, vn;
   std::vector<double> sh, sv, g, dist_p;
-  std::vector<int32_t> lab, lab_p;
-  std::vector<int64_t> stack, comp, counts;
+  std::vector<int32_t> lab, lab_p, keep;
+  std::vector<int64_t> counts;
+  std::vector<uint32_t> in_mask;
 };
 
 Workspace& workspace() {
@@ -67,46 +73,151 @@ void resize(std::vector<T>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
 }
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define HVX_PP_X86 1
+#define HVX_PP_AVX2 __attribute__((target("avx2,fma")))
+#define HVX_PP_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#else
+#define HVX_PP_X86 0
+#endif
+#if defined(__GNUC__)
+#define HVX_PP_INLINE inline __attribute__((always_inline))
+#else
+#define HVX_PP_INLINE inline
+#endif
+
+// What the fused per-row pass needs.
+struct EnergyArgs {
+  const double* sh;  // Sobel maps (H x W)
+  const double* sv;
+  const uint8_t* fg;  // foreground 0 / 1
+  double ah, bh, av, bv;  // min-max normalisation of sh / sv
+  double thr;
+  int64_t H, W, Wp;
+  double* g;          // (H x W) (1 - overall) * fg
+  uint8_t* marker;    // (H x W) fg & overall < thr
+  double* dist;       // padded (H + 2) x (W + 2): -GaussianBlur(g)
+  uint8_t* mask;      // padded foreground
+};
+
+// Gradient energy of row y: overall = max(1 - norm(sh), 1 - norm(sv)) (float32,
+// then float64, >= 0), g = (1 - overall) * fg, marker = fg & !(overall >= thr).
+HVX_PP_INLINE void energy_row(const EnergyArgs& a, int64_t y) {
+  const int64_t W = a.W, o = y * W;
+  const double* sh = a.sh + o;
+  const double* sv = a.sv + o;
+  const uint8_t* fg = a.fg + o;
+  double* g = a.g + o;
+  uint8_t* mk = a.marker + o;
+  const double ah = a.ah, bh = a.bh, av = a.av, bv = a.bv, thr = a.thr;
+  for (int64_t x = 0; x < W; ++x) {  // branch-free: vectorises
+    const float nh = static_cast<float>(std::fma(sh[x], ah, bh));
+    const float nv = static_cast<float>(std::fma(sv[x], av, bv));
+    const float p = 1.0f - nh, q = 1.0f - nv;
+    double ov = static_cast<double>(p > q ? p : q);
+    ov = ov < 0.0 ? 0.0 : ov;
+    const uint8_t f = fg[x];
+    g[x] = (1.0 - ov) * static_cast<double>(f);  // the reference's (1 - overall) * blb
+    mk[x] = static_cast<uint8_t>(f & static_cast<uint8_t>(ov < thr));
+  }
+}
+
+// Relief of row y (needs g rows y - 1 .. y + 1): dist = -GaussianBlur(g) with
+// OpenCV's order, BORDER_REFLECT_101; the padded mask row is the foreground.
+HVX_PP_INLINE void relief_row(const EnergyArgs& a, int64_t y) {
+  const int64_t H = a.H, W = a.W;
+  const double* gu = a.g + reflect101(y - 1, H) * W;
+  const double* gc = a.g + y * W;
+  const double* gd = a.g + reflect101(y + 1, H) * W;
+  double* d = a.dist + (y + 1) * a.Wp + 1;
+  auto at = [&](int64_t x) {
+    const int64_t xm = reflect101(x - 1, W), xp = reflect101(x + 1, W);
+    const double ru = 0.25 * gu[xm] + 0.5 * gu[x] + 0.25 * gu[xp];
+    const double rc = 0.25 * gc[xm] + 0.5 * gc[x] + 0.25 * gc[xp];
+    const double rd = 0.25 * gd[xm] + 0.5 * gd[x] + 0.25 * gd[xp];
+    return -((0.5 * rc + 0.0) + 0.25 * (rd + ru));
+  };
+  d[0] = at(0);
+  for (int64_t x = 1; x + 1 < W; ++x) {  // products are exact: FMA cannot change it
+    const double ru = 0.25 * gu[x - 1] + 0.5 * gu[x] + 0.25 * gu[x + 1];
+    const double rc = 0.25 * gc[x - 1] + 0.5 * gc[x] + 0.25 * gc[x + 1];
+    const double rd = 0.25 * gd[x - 1] + 0.5 * gd[x] + 0.25 * gd[x + 1];
+    d[x] = -((0.5 * rc + 0.0) + 0.25 * (rd + ru));
+  }
+  if (W > 1) d[W - 1] = at(W - 1);
+  std::memcpy(a.mask + (y + 1) * a.Wp + 1, a.fg + y * W, static_cast<size_t>(W));
+}
+
+HVX_PP_INLINE void energy_relief_body(const EnergyArgs& a) {
+  for (int64_t y = 0; y < a.H; ++y) {
+    energy_row(a, y);
+    if (y >= 1) relief_row(a, y - 1);
+  }
+  relief_row(a, a.H - 1);
+}
+
+#if HVX_PP_X86
+HVX_PP_AVX512 void energy_relief_avx512(const EnergyArgs& a) { energy_relief_body(a); }
+HVX_PP_AVX2 void energy_relief_avx2(const EnergyArgs& a) { energy_relief_body(a); }
+#endif
+void energy_relief_plain(const EnergyArgs& a) { energy_relief_body(a); }
+
+void energy_relief(const EnergyArgs& a) {
+#if HVX_PP_X86
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+  if (avx512) return energy_relief_avx512(a);
+  if (avx2) return energy_relief_avx2(a);
+#endif
+  energy_relief_plain(a);
+}
+
 }  // namespace
 
 void instances_from_hv(const float* np, const float* h, const float* v, int64_t H, int64_t W,
                        const Params& p, int32_t* out) {
   validate_params(p);
   const int64_t n = H * W;
-  std::fill(out, out + n, 0);
   if (n == 0) return;
   Workspace& ws = workspace();
   resize(ws.fg, n);
   uint8_t* fg = ws.fg.data();
-  for (int64_t i = 0; i < n; ++i) fg[i] = np[i] >= p.np_threshold ? 1 : 0;
-  if (remove_small4(fg, H, W, p.min_object_size) == 0) return;
-
-  // Gradient energy: min-max normalise, Sobel, min-max normalise (whole tile).
-  resize(ws.hn, n), resize(ws.vn, n), resize(ws.sh, n), resize(ws.sv, n);
-  normalize_minmax_f32(h, n, ws.hn.data());
-  normalize_minmax_f32(v, n, ws.vn.data());
-  sobel_f64(ws.hn.data(), H, W, 1, p.sobel_ksize, ws.sh.data());
-  sobel_f64(ws.vn.data(), H, W, 0, p.sobel_ksize, ws.sv.data());
-  // Reuse hn / vn for the normalised Sobel maps (float32).
-  normalize_minmax_f64(ws.sh.data(), n, ws.hn.data());
-  normalize_minmax_f64(ws.sv.data(), n, ws.vn.data());
-  const float* nsh = ws.hn.data();
-  const float* nsv = ws.vn.data();
-
-  // overall (float64, >= 0) on the foreground, 0 elsewhere; g = (1 - overall) * fg;
-  // markers = fg & (overall < marker_threshold).
-  resize(ws.g, n), resize(ws.marker, n);
-  double* g = ws.g.data();
-  uint8_t* marker = ws.marker.data();
-  const double thr = p.marker_threshold;
-  for (int64_t i = 0; i < n; ++i) {  // branch-free: vectorises
-    const float a = 1.0f - nsh[i], b = 1.0f - nsv[i];
-    double o = static_cast<double>(a > b ? a : b);
-    o = o < 0.0 ? 0.0 : o;
-    const bool f = fg[i] != 0;
-    g[i] = f ? 1.0 - o : 0.0;
-    marker[i] = static_cast<uint8_t>(f && !(o >= thr));
+  const float thr_np = p.np_threshold;
+  for (int64_t i = 0; i < n; ++i) fg[i] = np[i] >= thr_np ? 1 : 0;
+  if (remove_small4(fg, H, W, p.min_object_size) == 0) {
+    std::fill(out, out + n, 0);
+    return;
   }
+
+  // Sobel of the min-max normalised maps (whole tile: their min / max matter),
+  // the normalisation fused into the row pass and the min / max into the column pass.
+  resize(ws.sh, n), resize(ws.sv, n);
+  double lo_h[2], lo_v[2];
+  sobel_normalized_f64(h, H, W, 1, p.sobel_ksize, ws.sh.data(), lo_h);
+  sobel_normalized_f64(v, H, W, 0, p.sobel_ksize, ws.sv.data(), lo_v);
+
+  // One pass: gradient energy, markers, g = (1 - overall) * fg and the padded
+  // relief -GaussianBlur(g) and mask for the flood.
+  const int64_t Hp = H + 2, Wp = W + 2, np_ = Hp * Wp;
+  resize(ws.g, n), resize(ws.marker, n);
+  resize(ws.dist_p, np_), resize(ws.mask_p, np_), resize(ws.lab_p, np_);
+  EnergyArgs ea;
+  ea.sh = ws.sh.data(), ea.sv = ws.sv.data(), ea.fg = fg;
+  minmax_scale_shift(lo_h[0], lo_h[1], &ea.ah, &ea.bh);
+  minmax_scale_shift(lo_v[0], lo_v[1], &ea.av, &ea.bv);
+  ea.thr = p.marker_threshold;
+  ea.H = H, ea.W = W, ea.Wp = Wp;
+  ea.g = ws.g.data(), ea.marker = ws.marker.data();
+  ea.dist = ws.dist_p.data(), ea.mask = ws.mask_p.data();
+  uint8_t* mask = ws.mask_p.data();
+  int32_t* lp = ws.lab_p.data();
+  // zero border of the padded mask (the interior is written below)
+  std::memset(mask, 0, static_cast<size_t>(Wp));
+  std::memset(mask + (Hp - 1) * Wp, 0, static_cast<size_t>(Wp));
+  for (int64_t y = 1; y + 1 < Hp; ++y) mask[y * Wp] = 0, mask[y * Wp + Wp - 1] = 0;
+  energy_relief(ea);
+
+  uint8_t* marker = ws.marker.data();
   fill_holes(marker, H, W);
   open_ellipse(marker, H, W, p.opening_ksize);
 
@@ -114,36 +225,35 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   resize(ws.lab, n);
   int32_t* lab = ws.lab.data();
   const int32_t nlab = label4(marker, H, W, lab, &ws.counts);
-  if (nlab == 0) return;
-
-  // Padded relief, mask and labels; the relief is -GaussianBlur(g) on fg pixels.
-  const int64_t Hp = H + 2, Wp = W + 2, np_ = Hp * Wp;
-  resize(ws.dist_p, np_), resize(ws.mask_p, np_), resize(ws.lab_p, np_);
-  double* dist = ws.dist_p.data();
-  uint8_t* mask = ws.mask_p.data();
-  int32_t* lp = ws.lab_p.data();
-  std::memset(mask, 0, static_cast<size_t>(np_));
-  std::memset(lp, 0, static_cast<size_t>(np_) * sizeof(int32_t));
+  if (nlab == 0) {
+    std::fill(out, out + n, 0);
+    return;
+  }
+  // keep[l] = l for markers of >= min_object_size pixels, else 0.
+  std::vector<int32_t>& keep = ws.keep;
+  keep.resize(static_cast<size_t>(nlab) + 1);
+  keep[0] = 0;
+  for (int32_t l = 1; l <= nlab; ++l) keep[l] = ws.counts[l] >= p.min_object_size ? l : 0;
+  const int32_t* kp = keep.data();
+  std::memset(lp, 0, static_cast<size_t>(Wp) * sizeof(int32_t));
+  std::memset(lp + (Hp - 1) * Wp, 0, static_cast<size_t>(Wp) * sizeof(int32_t));
+  std::vector<uint32_t>& pix = ws.in_mask;
+  resize(pix, n);
+  size_t cnt = 0;
   for (int64_t y = 0; y < H; ++y) {
-    const int64_t ym = reflect101(y - 1, H) * W, y0 = y * W, yp = reflect101(y + 1, H) * W;
-    for (int64_t x = 0; x < W; ++x) {
-      const int64_t i = y0 + x;
-      if (!fg[i]) continue;
-      const bool inner = x > 0 && x + 1 < W;
-      const int64_t xm = inner ? x - 1 : reflect101(x - 1, W);
-      const int64_t xp = inner ? x + 1 : reflect101(x + 1, W);
-      const double ru = 0.25 * g[ym + xm] + 0.5 * g[ym + x] + 0.25 * g[ym + xp];
-      const double rc = 0.25 * g[y0 + xm] + 0.5 * g[y0 + x] + 0.25 * g[y0 + xp];
-      const double rd = 0.25 * g[yp + xm] + 0.5 * g[yp + x] + 0.25 * g[yp + xp];
-      const double blur = (0.5 * rc + 0.0) + 0.25 * (rd + ru);
-      const int64_t q = (y + 1) * Wp + x + 1;
-      dist[q] = -blur;
-      mask[q] = 1;
-      const int32_t l = lab[i];
-      lp[q] = (l && ws.counts[l] >= p.min_object_size) ? l : 0;
+    const int32_t* lr = lab + y * W;
+    const uint8_t* fr = fg + y * W;
+    int32_t* lo = lp + (y + 1) * Wp;
+    lo[0] = 0, lo[Wp - 1] = 0;
+    ++lo;
+    const uint32_t base = static_cast<uint32_t>((y + 1) * Wp + 1);
+    for (int64_t x = 0; x < W; ++x) lo[x] = fr[x] ? kp[lr[x]] : 0;
+    for (int64_t x = 0; x < W; ++x) {  // branch-free compaction
+      pix[cnt] = base + static_cast<uint32_t>(x);
+      cnt += fr[x];
     }
   }
-  watershed_padded(dist, mask, lp, Hp, Wp);
+  watershed_padded(ws.dist_p.data(), mask, lp, Hp, Wp, false, pix.data(), cnt);
   for (int64_t y = 0; y < H; ++y) {
     std::memcpy(out + y * W, lp + (y + 1) * Wp + 1, static_cast<size_t>(W) * sizeof(int32_t));
   }
@@ -154,15 +264,23 @@ void argmax_planes(const float* probs, int64_t C, int64_t H, int64_t W, int32_t*
   static thread_local std::vector<float> best;
   best.assign(probs, probs + n);
   std::fill(out, out + n, 0);
+  // x - x is 0 for finite x and NaN for NaN / inf: one flag per pass, no branch.
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= !(probs[i] - probs[i] == 0.0f);
   for (int64_t c = 1; c < C; ++c) {
     const float* pc = probs + c * n;
     float* b = best.data();
     const int32_t ci = static_cast<int32_t>(c);
     for (int64_t i = 0; i < n; ++i) {  // branch-free select: vectorises
-      const bool gt = pc[i] > b[i];
-      b[i] = gt ? pc[i] : b[i];
+      const float v = pc[i];
+      bad |= !(v - v == 0.0f);
+      const bool gt = v > b[i];
+      b[i] = gt ? v : b[i];
       out[i] = gt ? ci : out[i];
     }
+  }
+  if (bad) {
+    throw std::invalid_argument("type probabilities: expected finite values, got NaN or inf");
   }
 }
 
@@ -184,57 +302,74 @@ Table instance_table(const int32_t* inst, const int32_t* types, int64_t H, int64
                                 std::to_string(min_type));
   }
   if (max_id == 0) return t;
-  // Dense per-id slots when ids are compact enough, else ids are compressed.
+  const int64_t T = static_cast<int64_t>(max_type) + 1;
+  // Dense per-id accumulators (one pass over the map collects area, moments,
+  // bounding box and, when the id x type table is small, the type votes) when
+  // ids are compact enough; else ids are compressed and looked up.
   std::vector<int32_t> ids;
   std::vector<int64_t> slot_of;
   const bool dense = max_id <= 4 * n + 1024;
+  int64_t S;  // number of slots
   if (dense) {
-    slot_of.assign(static_cast<size_t>(max_id) + 1, -1);
-    for (int64_t i = 0; i < n; ++i) slot_of[inst[i]] = 0;
-    for (int32_t id = 1; id <= max_id; ++id)
-      if (slot_of[id] == 0) slot_of[id] = static_cast<int64_t>(ids.size()), ids.push_back(id);
+    S = static_cast<int64_t>(max_id) + 1;
   } else {
     ids.assign(inst, inst + n);
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     if (!ids.empty() && ids[0] == 0) ids.erase(ids.begin());
+    S = static_cast<int64_t>(ids.size());
   }
   auto slot = [&](int32_t id) -> int64_t {
-    if (dense) return slot_of[id];
+    if (dense) return id;
     return std::lower_bound(ids.begin(), ids.end(), id) - ids.begin();
   };
-  const size_t K = ids.size();
-  std::vector<int64_t> area(K, 0), sx(K, 0), sy(K, 0), r0(K, H), r1(K, -1), c0(K, W), c1(K, -1);
+  const bool vote_in_pass = S * T <= (int64_t{1} << 22);
+  std::vector<int64_t> area(S, 0), sx(S, 0), sy(S, 0), r0(S, H), r1(S, -1), c0(S, W), c1(S, -1);
+  std::vector<int32_t> votes(vote_in_pass ? static_cast<size_t>(S * T) : 0, 0);
   for (int64_t y = 0; y < H; ++y) {
+    const int32_t* row = inst + y * W;
+    const int32_t* trow = types + y * W;
     for (int64_t x = 0; x < W; ++x) {
-      const int32_t id = inst[y * W + x];
+      const int32_t id = row[x];
       if (!id) continue;
       const int64_t k = slot(id);
       area[k]++, sx[k] += x, sy[k] += y;
-      r0[k] = std::min(r0[k], y), r1[k] = std::max(r1[k], y);
+      r0[k] = std::min(r0[k], y), r1[k] = y;
       c0[k] = std::min(c0[k], x), c1[k] = std::max(c1[k], x);
+      if (vote_in_pass) votes[k * T + trow[x]]++;
     }
   }
-  std::vector<int64_t> hist(static_cast<size_t>(max_type) + 1, 0);
+  if (dense) {
+    for (int32_t id = 1; id <= max_id; ++id)
+      if (area[id]) ids.push_back(id);
+  }
+  std::vector<int64_t> hist(static_cast<size_t>(T), 0);
   std::vector<int32_t> touched;
-  for (size_t k = 0; k < K; ++k) {
-    const int32_t id = ids[k];
+  for (const int32_t id : ids) {
+    const int64_t k = slot(id);
     const size_t before = t.contour_xy.size();
     const int64_t npts = outer_contour(inst, H, W, id, r0[k], c0[k], t.contour_xy);
     if (npts < 3) {
       t.contour_xy.resize(before);
       continue;
     }
-    // Type vote over the instance's pixels (bounding box scan).
+    // Type vote over the instance's pixels: most votes, ties to the smaller type;
+    // background only when nothing else.
     touched.clear();
-    for (int64_t y = r0[k]; y <= r1[k]; ++y) {
-      for (int64_t x = c0[k]; x <= c1[k]; ++x) {
-        if (inst[y * W + x] != id) continue;
-        const int32_t ty = types[y * W + x];
-        if (hist[ty]++ == 0) touched.push_back(ty);
+    if (vote_in_pass) {
+      const int32_t* v = votes.data() + k * T;
+      for (int32_t ty = 0; ty < T; ++ty)
+        if (v[ty]) hist[ty] = v[ty], touched.push_back(ty);
+    } else {
+      for (int64_t y = r0[k]; y <= r1[k]; ++y) {
+        for (int64_t x = c0[k]; x <= c1[k]; ++x) {
+          if (inst[y * W + x] != id) continue;
+          const int32_t ty = types[y * W + x];
+          if (hist[ty]++ == 0) touched.push_back(ty);
+        }
       }
+      std::sort(touched.begin(), touched.end());
     }
-    std::sort(touched.begin(), touched.end());
     int32_t best = -1, best_nz = -1;
     for (int32_t ty : touched) {
       if (best < 0 || hist[ty] > hist[best]) best = ty;

@@ -52,6 +52,7 @@ struct Table {
 Table instance_table(const int32_t* inst, const int32_t* types, int64_t H, int64_t W);
 
 // Argmax over C planes (C, H, W) float32 -> (H, W) int32; ties go to the lower index.
+// Throws std::invalid_argument when a probability is NaN or inf.
 void argmax_planes(const float* probs, int64_t C, int64_t H, int64_t W, int32_t* out);
 
 // Paints each tabled instance's pixels with its type (others 0) -> (H, W) uint8.
@@ -70,6 +71,13 @@ void normalize_minmax_f32(const float* src, int64_t n, float* dst);
 void normalize_minmax_f64(const double* src, int64_t n, float* dst);
 // cv2.Sobel(src, CV_64F, dx, 1 - dx, ksize) for float32 src, BORDER_REFLECT_101.
 void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double* dst);
+// sobel_f64(normalize_minmax_f32(src)) without the intermediate map; lohi[0] /
+// lohi[1] receive the min / max of dst.
+void sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
+                          double* dst, double* lohi);
+// cv2.normalize's scale and shift for a map with min mn and max mx (CV_32F output):
+// dst = (float)fma(src, scale, shift).
+void minmax_scale_shift(double mn, double mx, double* scale, double* shift);
 // cv2.GaussianBlur(src, (3, 3), 0) for float64 src, BORDER_REFLECT_101.
 void gaussian3_f64(const double* src, int64_t H, int64_t W, double* dst);
 // scipy.ndimage.label (4-connectivity) of mask != 0; returns the number of labels.
@@ -89,8 +97,10 @@ void open_ellipse(uint8_t* mask, int64_t H, int64_t W, int k);
 void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W,
                int32_t* labels, bool exact_heap = false);
 // The same on (H + 2) x (W + 2) arrays with a zero mask border (no copies).
+// `in_mask`, when given, lists the n_in_mask in-mask indices in ascending order.
 void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
-                      int64_t Wp, bool exact_heap = false);
+                      int64_t Wp, bool exact_heap = false, const uint32_t* in_mask = nullptr,
+                      size_t n_in_mask = 0);
 
 }  // namespace pp
 }  // namespace hvx

@@ -31,7 +31,12 @@
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define HVX_X86_DISPATCH 1
+// GCC 12 warns about the undefined-vector idiom inside its own AVX-512 headers.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #define HVX_AVX2 __attribute__((target("avx2,fma")))
+#define HVX_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #include <immintrin.h>
 #else
 #define HVX_X86_DISPATCH 0
@@ -50,6 +55,15 @@ namespace {
 bool cpu_has_avx2_fma() {
 #if HVX_X86_DISPATCH
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx512() {
+#if HVX_X86_DISPATCH
+  static const bool ok = cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
   return ok;
 #else
   return false;
@@ -135,7 +149,7 @@ HVX_INLINE void row_body(const double* ext, int64_t W, const double* k, int K, d
 // Column pass over row pointers rows[0..K-1] (rows[r] is the centre):
 // out = k[r] * mid + 0.0, then out += k[r + j] * (dn_j +- up_j), j = 1..K/2.
 HVX_INLINE void col_scalar(const double* const* rows, int64_t x0, int64_t W, const double* k,
-                           int K, bool symm, double* out) {
+                           int K, bool symm, double* out, double* lohi) {
   const int r = K / 2;
   for (int64_t x = x0; x < W; ++x) {
     double acc = symm ? k[r] * rows[r][x] + 0.0 : 0.0;
@@ -148,12 +162,14 @@ HVX_INLINE void col_scalar(const double* const* rows, int64_t x0, int64_t W, con
       acc = acc + prod;
     }
     out[x] = acc;
+    lohi[0] = acc < lohi[0] ? acc : lohi[0];
+    lohi[1] = acc > lohi[1] ? acc : lohi[1];
   }
 }
 
 #if HVX_X86_DISPATCH
 void col_plain(const double* const* rows, int64_t W, const double* k, int K, bool symm,
-               double* out) {
+               double* out, double* lohi) {
   const int r = K / 2;
   int64_t x = 0;
   for (; x + 2 <= W; x += 2) {
@@ -168,14 +184,18 @@ void col_plain(const double* const* rows, int64_t W, const double* k, int K, boo
       acc = _mm_add_pd(acc, prod);
     }
     _mm_storeu_pd(out + x, acc);
+    double t[2];
+    _mm_storeu_pd(t, acc);
+    for (double v : t) lohi[0] = v < lohi[0] ? v : lohi[0], lohi[1] = v > lohi[1] ? v : lohi[1];
   }
-  col_scalar(rows, x, W, k, K, symm, out);
+  col_scalar(rows, x, W, k, K, symm, out, lohi);
 }
 
 // Four independent accumulators (16 columns) hide the add latency.
 HVX_AVX2 void col_avx2(const double* const* rows, int64_t W, const double* k, int K, bool symm,
-                       double* out) {
+                       double* out, double* lohi) {
   const int r = K / 2;
+  __m256d lo = _mm256_set1_pd(lohi[0]), hi = _mm256_set1_pd(lohi[1]);
   int64_t x = 0;
   for (; x + 16 <= W; x += 16) {
     __m256d acc[4];
@@ -196,7 +216,10 @@ HVX_AVX2 void col_avx2(const double* const* rows, int64_t W, const double* k, in
         acc[u] = _mm256_add_pd(acc[u], prod);
       }
     }
-    for (int u = 0; u < 4; ++u) _mm256_storeu_pd(out + x + 4 * u, acc[u]);
+    for (int u = 0; u < 4; ++u) {
+      _mm256_storeu_pd(out + x + 4 * u, acc[u]);
+      lo = _mm256_min_pd(lo, acc[u]), hi = _mm256_max_pd(hi, acc[u]);
+    }
   }
   for (; x + 4 <= W; x += 4) {
     __m256d acc = symm ? _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(k[r]),
@@ -211,13 +234,74 @@ HVX_AVX2 void col_avx2(const double* const* rows, int64_t W, const double* k, in
       acc = _mm256_add_pd(acc, prod);
     }
     _mm256_storeu_pd(out + x, acc);
+    lo = _mm256_min_pd(lo, acc), hi = _mm256_max_pd(hi, acc);
   }
-  col_scalar(rows, x, W, k, K, symm, out);
+  alignas(32) double l[4], h[4];
+  _mm256_store_pd(l, lo), _mm256_store_pd(h, hi);
+  for (int u = 0; u < 4; ++u) {
+    lohi[0] = l[u] < lohi[0] ? l[u] : lohi[0];
+    lohi[1] = h[u] > lohi[1] ? h[u] : lohi[1];
+  }
+  col_scalar(rows, x, W, k, K, symm, out, lohi);
+}
+
+// The same with 8 doubles per vector (32 columns per step).
+HVX_AVX512 void col_avx512(const double* const* rows, int64_t W, const double* k, int K,
+                           bool symm, double* out, double* lohi) {
+  const int r = K / 2;
+  __m512d lo = _mm512_set1_pd(lohi[0]), hi = _mm512_set1_pd(lohi[1]);
+  int64_t x = 0;
+  for (; x + 32 <= W; x += 32) {
+    __m512d acc[4];
+    for (int u = 0; u < 4; ++u) {
+      acc[u] = symm ? _mm512_add_pd(_mm512_mul_pd(_mm512_set1_pd(k[r]),
+                                                  _mm512_loadu_pd(rows[r] + x + 8 * u)),
+                                    _mm512_setzero_pd())
+                    : _mm512_setzero_pd();
+    }
+    for (int j = 1; j <= r; ++j) {
+      const __m512d kj = _mm512_set1_pd(k[r + j]);
+      const double* dn = rows[r + j] + x;
+      const double* up = rows[r - j] + x;
+      for (int u = 0; u < 4; ++u) {
+        __m512d a = _mm512_loadu_pd(dn + 8 * u), b = _mm512_loadu_pd(up + 8 * u);
+        __m512d prod = _mm512_mul_pd(kj, symm ? _mm512_add_pd(a, b) : _mm512_sub_pd(a, b));
+        __asm__("" : "+v"(prod));
+        acc[u] = _mm512_add_pd(acc[u], prod);
+      }
+    }
+    for (int u = 0; u < 4; ++u) {
+      _mm512_storeu_pd(out + x + 8 * u, acc[u]);
+      lo = _mm512_min_pd(lo, acc[u]), hi = _mm512_max_pd(hi, acc[u]);
+    }
+  }
+  for (; x + 8 <= W; x += 8) {
+    __m512d acc = symm ? _mm512_add_pd(_mm512_mul_pd(_mm512_set1_pd(k[r]),
+                                                     _mm512_loadu_pd(rows[r] + x)),
+                                       _mm512_setzero_pd())
+                       : _mm512_setzero_pd();
+    for (int j = 1; j <= r; ++j) {
+      __m512d dn = _mm512_loadu_pd(rows[r + j] + x), up = _mm512_loadu_pd(rows[r - j] + x);
+      __m512d t = symm ? _mm512_add_pd(dn, up) : _mm512_sub_pd(dn, up);
+      __m512d prod = _mm512_mul_pd(_mm512_set1_pd(k[r + j]), t);
+      __asm__("" : "+v"(prod));
+      acc = _mm512_add_pd(acc, prod);
+    }
+    _mm512_storeu_pd(out + x, acc);
+    lo = _mm512_min_pd(lo, acc), hi = _mm512_max_pd(hi, acc);
+  }
+  alignas(64) double l[8], h[8];
+  _mm512_store_pd(l, lo), _mm512_store_pd(h, hi);
+  for (int u = 0; u < 8; ++u) {
+    lohi[0] = l[u] < lohi[0] ? l[u] : lohi[0];
+    lohi[1] = h[u] > lohi[1] ? h[u] : lohi[1];
+  }
+  col_scalar(rows, x, W, k, K, symm, out, lohi);
 }
 #else
 void col_plain(const double* const* rows, int64_t W, const double* k, int K, bool symm,
-               double* out) {
-  col_scalar(rows, 0, W, k, K, symm, out);
+               double* out, double* lohi) {
+  col_scalar(rows, 0, W, k, K, symm, out, lohi);
 }
 #endif
 
@@ -252,6 +336,30 @@ HVX_AVX2 void row_avx2(const double* e, int64_t W, const double* k, int K, doubl
   }
   if (x < W) row_body(e + x, W - x, k, K, o + x);
 }
+HVX_AVX512 void norm32_avx512(const float* s, int64_t n, float a, float b, float* d) {
+  norm32_body(s, n, a, b, d);
+}
+HVX_AVX512 void row_avx512(const double* e, int64_t W, const double* k, int K, double* o) {
+  int64_t x = 0;
+  for (; x + 64 <= W; x += 64) {
+    const __m512d k0 = _mm512_set1_pd(k[0]);
+    __m512d a[8];
+    for (int u = 0; u < 8; ++u) a[u] = _mm512_mul_pd(k0, _mm512_loadu_pd(e + x + 8 * u));
+    for (int j = 1; j < K; ++j) {
+      const __m512d kj = _mm512_set1_pd(k[j]);
+      const double* ej = e + x + j;
+      for (int u = 0; u < 8; ++u) a[u] = _mm512_fmadd_pd(kj, _mm512_loadu_pd(ej + 8 * u), a[u]);
+    }
+    for (int u = 0; u < 8; ++u) _mm512_storeu_pd(o + x + 8 * u, a[u]);
+  }
+  for (; x + 8 <= W; x += 8) {
+    __m512d a0 = _mm512_mul_pd(_mm512_set1_pd(k[0]), _mm512_loadu_pd(e + x));
+    for (int j = 1; j < K; ++j)
+      a0 = _mm512_fmadd_pd(_mm512_set1_pd(k[j]), _mm512_loadu_pd(e + x + j), a0);
+    _mm512_storeu_pd(o + x, a0);
+  }
+  if (x < W) row_avx2(e + x, W - x, k, K, o + x);
+}
 #endif
 void norm32_plain(const float* s, int64_t n, float a, float b, float* d) {
   norm32_body(s, n, a, b, d);
@@ -265,15 +373,25 @@ void row_plain(const double* e, int64_t W, const double* k, int K, double* o) {
 
 void row_pass(const double* e, int64_t W, const double* k, int K, double* o) {
 #if HVX_X86_DISPATCH
+  if (cpu_has_avx512()) return row_avx512(e, W, k, K, o);
   if (cpu_has_avx2_fma()) return row_avx2(e, W, k, K, o);
 #endif
   row_plain(e, W, k, K, o);
 }
-void col_pass(const double* const* r, int64_t W, const double* k, int K, bool s, double* o) {
+void col_pass(const double* const* r, int64_t W, const double* k, int K, bool s, double* o,
+              double* lohi) {
 #if HVX_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return col_avx2(r, W, k, K, s, o);
+  if (cpu_has_avx512()) return col_avx512(r, W, k, K, s, o, lohi);
+  if (cpu_has_avx2_fma()) return col_avx2(r, W, k, K, s, o, lohi);
 #endif
-  col_plain(r, W, k, K, s, o);
+  col_plain(r, W, k, K, s, o, lohi);
+}
+void norm32(const float* s, int64_t n, float a, float b, float* d) {
+#if HVX_X86_DISPATCH
+  if (cpu_has_avx512()) return norm32_avx512(s, n, a, b, d);
+  if (cpu_has_avx2_fma()) return norm32_avx2(s, n, a, b, d);
+#endif
+  norm32_plain(s, n, a, b, d);
 }
 
 // OpenCV's Sobel taps: smoothing C(K-1, k); first derivative C(K-2, k-1) - C(K-2, k).
@@ -297,11 +415,16 @@ void sobel_taps(int K, bool deriv, std::vector<double>& k) {
 
 // Separable correlation of float32 src with row taps kx, column taps ky (OpenCV
 // order). The column pass runs in strips of 64 columns so its K rows stay in L1.
+// With `norm`, each source row is first mapped by fma(src, norm[0], norm[1]) in
+// float (OpenCV's min-max normalisation); lohi receives the output's min and max.
 void sep_filter(const float* src, int64_t H, int64_t W, const std::vector<double>& kx,
-                const std::vector<double>& ky, bool ysymm, double* dst) {
+                const std::vector<double>& ky, bool ysymm, double* dst, const float* norm,
+                double* lohi) {
   const int K = static_cast<int>(kx.size());
   const int r = K / 2;
   static thread_local std::vector<double> rowbuf, ext;
+  static thread_local std::vector<float> nrow;
+  if (norm) nrow.resize(static_cast<size_t>(W));
   static thread_local std::vector<int64_t> xmap, ymap;
   // Row stride of an odd number of cache lines: with a power-of-two stride the K
   // rows the column pass reads would share a few L1 sets and evict each other.
@@ -315,6 +438,10 @@ void sep_filter(const float* src, int64_t H, int64_t W, const std::vector<double
   for (int64_t y = -r; y < H + r; ++y) ymap[y + r] = reflect101(y, H);
   for (int64_t y = 0; y < H; ++y) {
     const float* s = src + y * W;
+    if (norm) {
+      norm32(s, W, norm[0], norm[1], nrow.data());
+      s = nrow.data();
+    }
     double* e = ext.data();
     for (int64_t x = 0; x < r; ++x) e[x] = static_cast<double>(s[xmap[x]]);
     for (int64_t x = 0; x < W; ++x) e[x + r] = static_cast<double>(s[x]);
@@ -323,14 +450,16 @@ void sep_filter(const float* src, int64_t H, int64_t W, const std::vector<double
   }
   const double* rb = rowbuf.data();
   const int64_t strip = 64;
-  std::vector<const double*> rows(K);
+  const double* rows[32];
+  double mm[2] = {HUGE_VAL, -HUGE_VAL};
   for (int64_t x0 = 0; x0 < W; x0 += strip) {
     const int64_t w = std::min(strip, W - x0);
     for (int64_t y = 0; y < H; ++y) {
       for (int j = 0; j < K; ++j) rows[j] = rb + ymap[y + j] * Ws + x0;
-      col_pass(rows.data(), w, ky.data(), K, ysymm, dst + y * W + x0);
+      col_pass(rows, w, ky.data(), K, ysymm, dst + y * W + x0, mm);
     }
   }
+  if (lohi) lohi[0] = mm[0], lohi[1] = mm[1];
 }
 
 }  // namespace
@@ -365,19 +494,52 @@ void normalize_minmax_f64(const double* src, int64_t n, float* dst) {
   norm64_plain(src, n, a, b, dst);
 }
 
-void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double* dst) {
+namespace {
+void sobel_impl(const float* src, int64_t H, int64_t W, int dx, int ksize, double* dst,
+                const float* norm, double* lohi) {
   if (ksize < 3 || ksize > 31 || ksize % 2 == 0) {
     throw std::invalid_argument("sobel: expected odd ksize in [3, 31], got " +
                                 std::to_string(ksize));
   }
-  std::vector<double> kd, ks;
-  sobel_taps(ksize, true, kd);
-  sobel_taps(ksize, false, ks);
-  if (dx) {
-    sep_filter(src, H, W, kd, ks, true, dst);
-  } else {
-    sep_filter(src, H, W, ks, kd, false, dst);
+  static thread_local std::vector<double> kd, ks;
+  static thread_local int taps_for = 0;
+  if (taps_for != ksize) {
+    sobel_taps(ksize, true, kd);
+    sobel_taps(ksize, false, ks);
+    taps_for = ksize;
   }
+  if (dx) {
+    sep_filter(src, H, W, kd, ks, true, dst, norm, lohi);
+  } else {
+    sep_filter(src, H, W, ks, kd, false, dst, norm, lohi);
+  }
+}
+}  // namespace
+
+void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double* dst) {
+  sobel_impl(src, H, W, dx, ksize, dst, nullptr, nullptr);
+}
+
+void sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
+                          double* dst, double* lohi) {
+  if (H * W <= 0) return;
+  double mn, mx, a, b;
+#if HVX_X86_DISPATCH
+  if (cpu_has_avx2_fma()) {
+    minmax_f32_avx2(src, H * W, mn, mx);
+  } else {
+    minmax(src, H * W, mn, mx);
+  }
+#else
+  minmax(src, H * W, mn, mx);
+#endif
+  scale_shift(mn, mx, a, b);
+  const float norm[2] = {static_cast<float>(a), static_cast<float>(b)};
+  sobel_impl(src, H, W, dx, ksize, dst, norm, lohi);
+}
+
+void minmax_scale_shift(double mn, double mx, double* scale, double* shift) {
+  scale_shift(mn, mx, *scale, *shift);
 }
 
 void gaussian3_f64(const double* src, int64_t H, int64_t W, double* dst) {

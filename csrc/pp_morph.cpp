@@ -5,6 +5,7 @@
 // image never erode and never dilate).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "postprocess.hpp"
@@ -153,18 +154,28 @@ void ellipse_pass(const uint8_t* src, int64_t H, int64_t W, const std::vector<in
   std::sort(ds.begin(), ds.end());
   ds.erase(std::unique(ds.begin(), ds.end()), ds.end());
   ds.erase(std::remove(ds.begin(), ds.end(), -1), ds.end());
-  std::vector<std::vector<uint8_t>> hz(ds.size(), std::vector<uint8_t>(static_cast<size_t>(H * W)));
-  std::vector<uint8_t> ext;
+  // Reused per thread: no allocation (or page faults) per call.
+  static thread_local std::vector<std::vector<uint8_t>> hz;
+  static thread_local std::vector<uint8_t> ext;
+  if (hz.size() < ds.size()) hz.resize(ds.size());
+  for (size_t di = 0; di < ds.size(); ++di) {
+    if (hz[di].size() < static_cast<size_t>(H * W)) hz[di].resize(static_cast<size_t>(H * W));
+  }
+  // Raw pointers: the loops below store through uint8_t*, which may alias the
+  // (thread-local) vectors' own fields, so indexing them would not vectorise.
+  std::vector<uint8_t*> planes(ds.size());
+  for (size_t di = 0; di < ds.size(); ++di) planes[di] = hz[di].data();
   for (size_t di = 0; di < ds.size(); ++di) {
     const int d = ds[di];
     ext.assign(static_cast<size_t>(W + 2 * d), outside);
+    uint8_t* ex = ext.data();
     for (int64_t y = 0; y < H; ++y) {
-      std::copy(src + y * W, src + (y + 1) * W, ext.begin() + d);
-      uint8_t* o = hz[di].data() + y * W;
-      for (int64_t x = 0; x < W; ++x) o[x] = ext[x + d];
+      std::memcpy(ex + d, src + y * W, static_cast<size_t>(W));
+      uint8_t* o = planes[di] + y * W;
+      for (int64_t x = 0; x < W; ++x) o[x] = ex[x + d];
       for (int j = -d; j <= d; ++j) {
         if (j == 0) continue;
-        const uint8_t* e = ext.data() + d + j;
+        const uint8_t* e = ex + d + j;
         if (erode) {
           for (int64_t x = 0; x < W; ++x) o[x] &= e[x];
         } else {
@@ -184,7 +195,7 @@ void ellipse_pass(const uint8_t* src, int64_t H, int64_t W, const std::vector<in
         continue;
       }
       size_t di = std::lower_bound(ds.begin(), ds.end(), half[i]) - ds.begin();
-      const uint8_t* h = hz[di].data() + yy * W;
+      const uint8_t* h = planes[di] + yy * W;
       if (erode) {
         for (int64_t x = 0; x < W; ++x) o[x] &= h[x];
       } else {
@@ -199,7 +210,8 @@ void ellipse_pass(const uint8_t* src, int64_t H, int64_t W, const std::vector<in
 void open_ellipse(uint8_t* mask, int64_t H, int64_t W, int k) {
   if (k <= 1) return;
   const std::vector<int> half = ellipse_rows(k);
-  std::vector<uint8_t> tmp(static_cast<size_t>(H * W));
+  static thread_local std::vector<uint8_t> tmp;
+  if (tmp.size() < static_cast<size_t>(H * W)) tmp.resize(static_cast<size_t>(H * W));
   ellipse_pass(mask, H, W, half, true, tmp.data());
   ellipse_pass(tmp.data(), H, W, half, false, mask);
 }

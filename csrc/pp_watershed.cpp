@@ -20,10 +20,17 @@
 // (same sift-up / sift-down, every marker pushed in raster order), whose
 // layout decides such ties.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "postprocess.hpp"
+
+// Lets GCC vectorise the float selects of the bucket sort (values unchanged).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 
 namespace hvx {
 namespace pp {
@@ -176,47 +183,67 @@ class RankQueue {
     }
     tail_[r] = static_cast<int32_t>(q);
   }
-  // LSD radix sort of the in-mask pixels by value key (11-bit digits; digits
-  // that are equal for every pixel are skipped).
+  // Sorts the queued pixels by value key: a bucket sort on the value (the
+  // bucket index (v - vmin) * scale is monotone in v), then each bucket by key.
+  // Buckets hold ~2 pixels on average, so this is two passes over the pixels.
   void sort_by_value(const double* img) {
     const size_t m = pix_.size();
     keys_.resize(m), order_.resize(m), tmpk_.resize(m), tmpo_.resize(m);
-    constexpr int B = 11, NB = 1 << B;
-    // Only the bits where the keys differ matter: shift the common low zeros out
-    // and count digits up to the highest differing bit (fewer passes).
-    uint64_t diff = 0;
-    const uint64_t k0 = m ? value_key(img[pix_[0]]) : 0;
+    bid_.resize(m);
+    if (m == 0) return;
+    vals_.resize(m);
+    double* vals = vals_.data();
+    for (size_t j = 0; j < m; ++j) vals[j] = img[pix_[j]] + 0.0;  // -0.0 -> +0.0
+    double vmin = vals[0], vmax = vals[0];
+    for (size_t j = 1; j < m; ++j) {
+      vmin = vals[j] < vmin ? vals[j] : vmin;
+      vmax = vals[j] > vmax ? vals[j] : vmax;
+    }
+    const size_t nb = std::max<size_t>(1, std::min<size_t>(m / 2, size_t{1} << 16));
+    double scale = vmax > vmin ? static_cast<double>(nb) / (vmax - vmin) : 0.0;
+    if (!(scale < HUGE_VAL)) scale = 0.0;  // overflowing range: one bucket
+    const double top = static_cast<double>(nb - 1);
+    uint32_t* bid = bid_.data();
+    for (size_t j = 0; j < m; ++j) {  // vectorises
+      const double f = (vals[j] - vmin) * scale;
+      bid[j] = static_cast<uint32_t>(f < top ? f : top);
+    }
+    hist_.assign(nb + 1, 0);
+    for (size_t j = 0; j < m; ++j) hist_[bid[j] + 1]++;
+    for (size_t b = 0; b < nb; ++b) hist_[b + 1] += hist_[b];
     for (size_t j = 0; j < m; ++j) {
-      const uint64_t k = value_key(img[pix_[j]]);
-      keys_[j] = k, order_[j] = pix_[j];
-      diff |= k ^ k0;
+      const uint32_t dst = hist_[bid[j]]++;
+      tmpk_[dst] = value_key(vals[j]);
+      tmpo_[dst] = pix_[j];
     }
-    if (diff == 0) return;  // all equal: any order
-    const int lo = __builtin_ctzll(diff), hi = 64 - __builtin_clzll(diff);
-    const int D = (hi - lo + B - 1) / B;
-    for (size_t j = 0; j < m; ++j) keys_[j] >>= lo;
-    std::vector<uint32_t>& hist = hist_;
-    hist.assign(static_cast<size_t>(D) * NB, 0);
-    for (size_t j = 0; j < m; ++j) {
-      const uint64_t k = keys_[j];
-      for (int d = 0; d < D; ++d) hist[d * NB + ((k >> (d * B)) & (NB - 1))]++;
-    }
-    for (int d = 0; d < D; ++d) {
-      uint32_t* h = hist.data() + d * NB;
-      if (std::find(h, h + NB, static_cast<uint32_t>(m)) != h + NB) continue;  // constant digit
-      uint32_t sum = 0;
-      for (int b = 0; b < NB; ++b) {
-        const uint32_t c = h[b];
-        h[b] = sum, sum += c;
+    // hist_[b] is now the end of bucket b (and the start of bucket b + 1).
+    size_t start = 0;
+    for (size_t b = 0; b < nb; ++b) {
+      const size_t end = hist_[b];
+      const size_t len = end - start;
+      if (len > 1 && len <= 24) {  // insertion sort by key
+        for (size_t i = start + 1; i < end; ++i) {
+          const uint64_t k = tmpk_[i];
+          const uint32_t o = tmpo_[i];
+          size_t j = i;
+          while (j > start && tmpk_[j - 1] > k) tmpk_[j] = tmpk_[j - 1], tmpo_[j] = tmpo_[j - 1], --j;
+          tmpk_[j] = k, tmpo_[j] = o;
+        }
+      } else if (len > 24) {
+        pairs_.resize(len);
+        for (size_t i = 0; i < len; ++i) pairs_[i] = {tmpk_[start + i], tmpo_[start + i]};
+        std::sort(pairs_.begin(), pairs_.end());
+        for (size_t i = 0; i < len; ++i)
+          tmpk_[start + i] = pairs_[i].first, tmpo_[start + i] = pairs_[i].second;
       }
-      for (size_t j = 0; j < m; ++j) {
-        const uint32_t dst = h[(keys_[j] >> (d * B)) & (NB - 1)]++;
-        tmpk_[dst] = keys_[j], tmpo_[dst] = order_[j];
-      }
-      keys_.swap(tmpk_), order_.swap(tmpo_);
+      start = end;
     }
+    keys_.swap(tmpk_), order_.swap(tmpo_);
   }
 
+  std::vector<std::pair<uint64_t, uint32_t>> pairs_;
+  std::vector<uint32_t> bid_;
+  std::vector<double> vals_;
   std::vector<uint32_t> pix_, order_, tmpo_, rank_, hist_;
   std::vector<uint64_t> keys_, tmpk_;
   std::vector<int32_t> head_, tail_, next_;
@@ -227,33 +254,42 @@ class RankQueue {
 // Padded-layout entry used by the pipeline: img, mask, lab are (H+2) x (W+2)
 // with a zero mask border; lab holds the markers (zero outside the mask).
 void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
-                      int64_t Wp, bool exact_heap) {
+                      int64_t Wp, bool exact_heap, const uint32_t* in_mask, size_t n_in_mask) {
   static thread_local Heap heap;
-  static thread_local std::vector<uint32_t> seeds, all_markers, pix;
+  static thread_local std::vector<uint32_t> seeds, all_markers, pix, cand;
   seeds.clear();
   all_markers.clear();
-  pix.clear();
+  cand.clear();
   const int64_t n = Hp * Wp;
-  pix.resize(static_cast<size_t>(n));
-  size_t cnt = 0;
-  for (int64_t i = Wp; i < n - Wp; ++i) {  // branch-free compaction
-    pix[cnt] = static_cast<uint32_t>(i);
-    cnt += mask[i] != 0;
+  if (!in_mask) {
+    pix.resize(static_cast<size_t>(n));
+    size_t cnt = 0;
+    for (int64_t i = Wp; i < n - Wp; ++i) {  // branch-free compaction
+      pix[cnt] = static_cast<uint32_t>(i);
+      cnt += mask[i] != 0;
+    }
+    in_mask = pix.data(), n_in_mask = cnt;
   }
-  pix.resize(cnt);
-  for (uint32_t i : pix) {
-    if (!lab[i]) continue;
-    all_markers.push_back(static_cast<uint32_t>(i));
+  // Only the active markers and the unlabelled in-mask pixels are ever queued,
+  // so only they need ranks.
+  for (size_t j = 0; j < n_in_mask; ++j) {
+    const uint32_t i = in_mask[j];
+    if (!lab[i]) {
+      cand.push_back(i);
+      continue;
+    }
+    all_markers.push_back(i);
     if ((mask[i - Wp] && !lab[i - Wp]) || (mask[i - 1] && !lab[i - 1]) ||
         (mask[i + 1] && !lab[i + 1]) || (mask[i + Wp] && !lab[i + Wp])) {
-      seeds.push_back(static_cast<uint32_t>(i));
+      seeds.push_back(i);
     }
   }
   if (seeds.empty()) return;
   static thread_local RankQueue rq;
-  if (!exact_heap && rq.flood(img, lab, mask, Hp, Wp, pix, seeds)) return;
+  cand.insert(cand.end(), seeds.begin(), seeds.end());
+  if (!exact_heap && rq.flood(img, lab, mask, Hp, Wp, cand, seeds)) return;
   // A tie among active markers (nothing was labelled yet): scikit-image's heap.
-  heap.reserve(pix.size() + 1);  // every in-mask pixel is pushed at most once
+  heap.reserve(n_in_mask + 1);  // every in-mask pixel is pushed at most once
   flood(img, mask, lab, Wp, all_markers, heap);
 }
 

@@ -105,7 +105,9 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name}: expected an array, got {type(x).__name__}") from err
 
 
-def _float_array(x: Any, name: str, shape_text: str, ndim: int) -> np.ndarray:
+def _float_array(
+    x: Any, name: str, shape_text: str, ndim: int, check_finite: bool = True
+) -> np.ndarray:
     a = _to_numpy(x, name)
     if a.ndim != ndim:
         raise ValueError(f"{name}: expected shape {shape_text}, got {a.shape}")
@@ -114,7 +116,7 @@ def _float_array(x: Any, name: str, shape_text: str, ndim: int) -> np.ndarray:
     if a.size == 0:
         raise ValueError(f"{name}: expected a non-empty array {shape_text}, got {a.shape}")
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
+    if check_finite and not np.isfinite(a).all():
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
     return a
 
@@ -126,8 +128,14 @@ def _check_hv(hv: np.ndarray, lead: tuple[int, ...], hw: tuple[int, int]) -> Non
         raise ValueError(f"hv: expected shape ({text}) = {want}, got {hv.shape}")
 
 
-def _type_input(tp: Any, lead: tuple[int, ...], hw: tuple[int, int]) -> tuple[np.ndarray, bool]:
-    """Validated type input: (int32 labels, False) or (float32 probabilities, True)."""
+def _type_input(
+    tp: Any, lead: tuple[int, ...], hw: tuple[int, int], check_finite: bool = True
+) -> tuple[np.ndarray, bool]:
+    """Validated type input: (int32 labels, False) or (float32 probabilities, True).
+
+    With ``check_finite=False`` probabilities are not scanned for NaN / inf here
+    (the native argmax checks them in the same pass).
+    """
     a = _to_numpy(tp, "type map")
     if a.shape == (*lead, *hw):
         if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
@@ -136,7 +144,7 @@ def _type_input(tp: Any, lead: tuple[int, ...], hw: tuple[int, int]) -> tuple[np
             raise ValueError(f"type labels: expected ids in [0, 255], got [{a.min()}, {a.max()}]")
         return np.ascontiguousarray(a, dtype=np.int32), False
     if a.ndim == len(lead) + 3 and a.shape[: len(lead)] == lead and a.shape[-2:] == hw:
-        p = _float_array(a, "type probabilities", "(..., C, H, W)", a.ndim)
+        p = _float_array(a, "type probabilities", "(..., C, H, W)", a.ndim, check_finite)
         if p.shape[len(lead)] > 256:
             raise ValueError(f"type probabilities: expected C <= 256, got {p.shape[len(lead)]}")
         return p, True
@@ -249,15 +257,16 @@ def postprocess(
     Raises:
         ValueError: Wrong shapes or dtypes, empty input, NaN or inf, num_threads < 1.
     """
+    params = _params(config)
     a = _float_array(np_prob, "np_prob", "(N, H, W)", 3)
     h = _float_array(hv, "hv", "(N, 2, H, W)", 4)
     n, hw = a.shape[0], a.shape[1:]
     _check_hv(h, (n,), hw)
-    types, is_probs = _type_input(tp, (n,), hw)
+    # the native batch checks probabilities for NaN / inf in its argmax pass
+    types, is_probs = _type_input(tp, (n,), hw, check_finite=config.conic)
     if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
         raise ValueError(f"num_threads: expected an int >= 1 or None, got {num_threads}")
     threads = 0 if num_threads is None else int(num_threads)
-    params = _params(config)
     if config.conic:
         labels = np.argmax(types, axis=1).astype(np.int32) if is_probs else types
         return _conic(a, h, labels, params, threads)

@@ -334,6 +334,10 @@ def _good(n=1, h=8, w=9):
         (lambda a, h, t: (a, h, t[:, :4]), r"type map: expected labels .* got \(1, 4, 9\)"),
         (lambda a, h, t: (a, h, t.astype(np.float32)), "type labels: expected an integer dtype"),
         (lambda a, h, t: (a, h, t - 1), r"type labels: expected ids in \[0, 255\]"),
+        (
+            lambda a, h, t: (a, h, np.full((1, 3, 8, 9), np.nan, np.float32)),
+            "type probabilities: expected finite values, got NaN or inf",
+        ),
     ],
 )
 def test_postprocess_bad_input(mutate, match):
@@ -374,3 +378,12 @@ def test_smooth_fields_odd_shapes():
     rng = np.random.default_rng(8)
     for h, w in [(1, 1), (7, 300), (257, 255)]:
         check_case(*smooth_fields(rng, h, w))
+
+
+def test_nonfinite_type_probabilities_rejected_on_both_pipelines():
+    a, h, _ = _good(n=2)
+    tp = np.full((2, 3, 8, 9), 0.25, np.float32)
+    tp[1, 2, 3, 4] = np.inf
+    for conic in (False, True):
+        with pytest.raises(ValueError, match="type probabilities: expected finite values"):
+            postprocess(a, h, tp, PostprocessConfig(conic=conic), num_threads=2)
