@@ -123,5 +123,15 @@ def test_argument_errors(bundle, images, tmp_path, capsys):
         main(["infer", str(images), "--out", str(tmp_path), "--format", "parquet"])
     assert exc.value.code == 2
     assert "expected a comma-separated subset" in capsys.readouterr().err
-    assert _run(images, "--out", tmp_path / "o") == 2  # no --model: no default model yet
+    assert _run("--out", tmp_path / "o") == 2  # no inputs and no --samples
+    assert _run(images, "--out", tmp_path / "o", "--model", bundle, "--mpp", "0") == 2
     assert _run(tmp_path / "absent.png", "--out", tmp_path / "o", "--model", bundle) == 2
+
+
+def test_samples_with_the_default_model(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert _run("--samples", "--out", out, "--format", "overlay,geojson,csv") == 0
+    assert "4 processed, 0 skipped" in capsys.readouterr().out
+    assert len(list(out.glob("*_overlay.png"))) == 4
+    assert len(list(out.glob("*.geojson"))) == 4
+    assert len(list(out.glob("*.csv"))) == 4
