@@ -35,8 +35,9 @@ def find_consep() -> Path | None:
 
 
 def _packaged_samples() -> list[Path]:
-    folder = Path(__file__).resolve().parents[1] / "data" / "samples"
-    return sorted(folder.glob("*.png")) if folder.is_dir() else []
+    from hvx.assets import sample_paths
+
+    return sample_paths()
 
 
 def find_tile_files() -> tuple[list[Path], str]:
