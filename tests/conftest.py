@@ -62,3 +62,16 @@ def consep_dir() -> Path:
     if not (CONSEP_DIR / "labels.npz").exists():
         pytest.skip(f"real CoNSeP tiles not found at {CONSEP_DIR} (developer/CI data only)")
     return CONSEP_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Runs a module's tests with one torch thread.
+
+    Small convolutions on a shared 2-core box: two OpenMP threads per process
+    oversubscribe the cores and run up to 10x slower than one.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,15 +16,7 @@ from hvx.model import create_model, get_variant
 from hvx.postprocess import PostprocessConfig
 from hvx.preprocess import PreprocessConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run small convolutions; on a shared 2-core box two OpenMP
-    # threads per process oversubscribe the cores and run 10x slower than one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 _RGB = PreprocessConfig(mode="rgb")

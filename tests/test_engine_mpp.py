@@ -3,18 +3,11 @@
 import cv2
 import numpy as np
 import pytest
-import torch
 from test_engine import make_tiny_bundle
 
 import hvx
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

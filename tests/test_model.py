@@ -23,14 +23,7 @@ def _meta_model(variant: str, **kw) -> HoVerNet:
         return create_model(variant, **kw)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run small convolutions; on a shared 2-core box two OpenMP
-    # threads per process oversubscribe the cores and run 10x slower than one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,7 @@ from hvx.cli import main
 FORMATS = "npy,conic,geojson,csv,overlay"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small convolutions on a shared 2-core box: two OpenMP threads per process
-    # oversubscribe the cores (see tests/test_model.py).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
