@@ -10,9 +10,13 @@ bundle understate post-processing; every record says which weights it used.
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from hvx.bench import harness
+
+log = logging.getLogger(__name__)
 
 #: Default variants on a CPU: the smallest of each family (a short benchmark).
 CPU_VARIANTS = ("fast_convnext_atto", "convnext_atto")
@@ -76,6 +80,42 @@ def batches_for(ctx: harness.BenchContext, variant: str) -> list[int]:
     if ctx.device == "cpu" and not variant.startswith("fast_"):
         return [1]
     return sorted(set(ctx.batches))
+
+
+def sweep_batches(
+    ctx: harness.BenchContext,
+    variant: str,
+    pair: Callable[[int], tuple[harness.Record, harness.Record]],
+    label: str,
+) -> list[harness.Record]:
+    """Runs ``pair(batch)`` (baseline record, hvx record) over the stage's batches.
+
+    Out-of-memory backs the batch off (``harness.with_backoff``); a backed-off
+    pair records the batch asked for and the back-off. Each pair is logged as
+    ``label``.
+
+    Returns:
+        The records, baseline then hvx per batch.
+    """
+    records: list[harness.Record] = []
+    for batch in batches_for(ctx, variant):
+        (base, mine), used, backoff = harness.with_backoff(pair, batch)
+        for rec in (base, mine):
+            if backoff:
+                rec.requested_batch, rec.backoff = batch, backoff
+            records.append(rec)
+        log.info(
+            "%s %s b=%d: %s %.1f tiles/s vs %s %.1f (%.2fx)",
+            label,
+            variant,
+            used,
+            mine.impl,
+            mine.tiles_per_s,
+            base.impl,
+            base.tiles_per_s,
+            mine.speedup,
+        )
+    return records
 
 
 def bench_models(ctx: harness.BenchContext, tmp: Path) -> list[BenchModel]:

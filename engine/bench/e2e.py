@@ -16,7 +16,6 @@ records carry ``nuclei_per_tile`` for both pipelines and the weights used.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import tempfile
 from pathlib import Path
 
@@ -30,8 +29,6 @@ HELP = (
     "Engine.infer (preprocess -> network -> postprocess) vs OpenCV + torch fp32 eager "
     "+ the Python reference post-processing"
 )
-
-log = logging.getLogger(__name__)
 
 
 def _e2e_variants(ctx: harness.BenchContext) -> harness.BenchContext:
@@ -147,20 +144,4 @@ def _run_model(
         }
         return base, mine
 
-    records: list[harness.Record] = []
-    for batch in _models.batches_for(ctx, bundle.variant):
-        (base, mine), used, backoff = harness.with_backoff(pair, batch)
-        for rec in (base, mine):
-            if backoff:
-                rec.requested_batch, rec.backoff = batch, backoff
-            records.append(rec)
-        log.info(
-            "e2e %s b=%d: %s %.1f tiles/s vs baseline %.1f (%.2fx)",
-            bundle.variant,
-            used,
-            hvx_impl,
-            mine.tiles_per_s,
-            base.tiles_per_s,
-            mine.speedup,
-        )
-    return records
+    return _models.sweep_batches(ctx, bundle.variant, pair, "e2e")

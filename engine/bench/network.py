@@ -17,7 +17,6 @@ measured fp16 matmul peak. Out-of-memory errors halve the batch (recorded).
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
 from pathlib import Path
 
@@ -25,8 +24,6 @@ from hvx.bench import _inputs, _models, harness
 
 NAME = "network"
 HELP = "the network on hvx's backend vs torch fp32 eager, per variant, with FLOPs and TFLOP/s"
-
-log = logging.getLogger(__name__)
 
 
 def load_engine(ctx: harness.BenchContext, bundle: Path, cache_dir: Path):
@@ -149,20 +146,4 @@ def _run_model(
         }
         return base, mine
 
-    records: list[harness.Record] = []
-    for batch in _models.batches_for(ctx, bundle.variant):
-        (base, mine), used, backoff = harness.with_backoff(pair, batch)
-        for rec in (base, mine):
-            if backoff:
-                rec.requested_batch, rec.backoff = batch, backoff
-            records.append(rec)
-        log.info(
-            "network %s b=%d: %s %.1f tiles/s vs torch-fp32 %.1f (%.2fx)",
-            bundle.variant,
-            used,
-            hvx_impl,
-            mine.tiles_per_s,
-            base.tiles_per_s,
-            mine.speedup,
-        )
-    return records
+    return _models.sweep_batches(ctx, bundle.variant, pair, "network")
