@@ -3,30 +3,10 @@
 import json
 
 import pytest
-import torch
 
 from hvx.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from hvx.bundle import save_bundle
-    from hvx.model import create_model
-    from hvx.postprocess import PostprocessConfig
-    from hvx.preprocess import PreprocessConfig
-
-    torch.manual_seed(0)
-    model = create_model("fast_convnext_atto", in_chans=6, num_types=3)
-    return save_bundle(
-        tmp_path_factory.mktemp("b") / "tiny",
-        model,
-        class_names=("epithelial", "lymphocyte"),
-        mpp=0.5,
-        preprocess=PreprocessConfig(),
-        postprocess=PostprocessConfig(),
-    )
 
 
 def test_build_onnx_is_cached_and_copied(bundle, tmp_path, capsys):

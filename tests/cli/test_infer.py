@@ -5,7 +5,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from hvx.cli import main
 
@@ -13,25 +12,6 @@ FORMATS = "npy,conic,geojson,csv,overlay"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from hvx.bundle import save_bundle
-    from hvx.model import create_model
-    from hvx.postprocess import PostprocessConfig
-    from hvx.preprocess import PreprocessConfig
-
-    torch.manual_seed(0)
-    model = create_model("fast_convnext_atto", in_chans=6, num_types=3)
-    return save_bundle(
-        tmp_path_factory.mktemp("b") / "tiny",
-        model,
-        class_names=("epithelial", "lymphocyte"),
-        mpp=0.5,
-        preprocess=PreprocessConfig(),
-        postprocess=PostprocessConfig(),
-    )
 
 
 @pytest.fixture
