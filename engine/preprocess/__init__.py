@@ -121,7 +121,7 @@ def _run_triton(batch, config: PreprocessConfig, device: torch.device, dtype) ->
         )
     x = _to_tensor(batch, device)
     _, h, w, _ = x.shape
-    geo = ClaheGeometry.create(h, w, config.tile_grid, config.clip_limit)
+    geo = ClaheGeometry.create(h, w, config.tile_grid, config.clip_limit, config.tile_size)
     table, sdiv = _device_tables(device, config.in_chans, config.mean, config.std)
     return _triton.clahe_stack(
         x, table, sdiv,

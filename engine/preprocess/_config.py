@@ -31,7 +31,18 @@ class PreprocessConfig:
     Attributes:
         clip_limit: OpenCV CLAHE ``clipLimit``, > 0 (default 2.0, OpenCV's).
         tile_grid: OpenCV ``tileGridSize`` as (tiles across = width, tiles down =
-            height), each >= 1 (default (8, 8)).
+            height), each >= 1 (default (8, 8)). Unused when ``tile_size`` is set.
+        tile_size: CLAHE tile side in pixels, or None (default) for OpenCV's
+            fixed ``tile_grid``, whose tiles grow with the image. When set, an
+            H x W image gets ``(ceil(W / tile_size), ceil(H / tile_size))`` tiles of
+            exactly ``tile_size`` pixels, as OpenCV does on the image padded
+            bottom/right (BORDER_REFLECT_101) to multiples of ``tile_size``. Then a
+            crop whose origin is a multiple of ``tile_size`` gets the same LUTs and
+            the same interpolation weights (exact for powers of two) as the whole
+            image, except within ``tile_size / 2`` of its own border: the network
+            sees the same input whether a slide is tiled or not, and training crops
+            of any size match inference. A 256 x 256 tile with ``tile_size=32``
+            equals ``tile_grid=(8, 8)`` exactly.
         mode: "6ch": CLAHE on R, G, B, then channels B, G, R, S (HSV), Cr, Cb
             (YCrCb) of the enhanced image; "rgb": R, G, B / 255, no CLAHE (the
             HoVer-Net baseline and ablations). clip_limit/tile_grid are unused there.
@@ -44,6 +55,7 @@ class PreprocessConfig:
 
     clip_limit: float = 2.0
     tile_grid: tuple[int, int] = (8, 8)
+    tile_size: int | None = None
     mode: str = "6ch"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -66,6 +78,13 @@ class PreprocessConfig:
         if min(g) < 1:
             raise ValueError(f"expected tile_grid entries >= 1, got {tuple(g)!r}")
         object.__setattr__(self, "tile_grid", (int(g[0]), int(g[1])))
+        t = self.tile_size
+        if t is not None:
+            if isinstance(t, bool) or not isinstance(t, Integral):
+                raise TypeError(f"expected tile_size as an int >= 1 or None, got {t!r}")
+            if t < 1:
+                raise ValueError(f"expected tile_size >= 1 or None, got {t!r}")
+            object.__setattr__(self, "tile_size", int(t))
         if self.mode not in _MODES:
             raise ValueError(f"expected mode in {_MODES}, got {self.mode!r}")
         object.__setattr__(self, "mean", _check_stats("mean", self.mean, self.in_chans))
@@ -79,6 +98,13 @@ class PreprocessConfig:
         """Channels of the network input: 6 ("6ch") or 3 ("rgb")."""
         return 6 if self.mode == "6ch" else 3
 
+    def grid_for(self, height: int, width: int) -> tuple[int, int]:
+        """The CLAHE grid (across, down) used on an H x W image."""
+        if self.tile_size is None:
+            return self.tile_grid
+        t = self.tile_size
+        return (-(-width // t), -(-height // t))
+
     @property
     def normalised(self) -> bool:
         """True when mean or std is set."""
@@ -89,6 +115,7 @@ class PreprocessConfig:
         return {
             "clip_limit": self.clip_limit,
             "tile_grid": list(self.tile_grid),
+            "tile_size": self.tile_size,
             "mode": self.mode,
             "mean": None if self.mean is None else list(self.mean),
             "std": None if self.std is None else list(self.std),

@@ -211,7 +211,7 @@ def preprocess_numba(batch: np.ndarray, config) -> np.ndarray:
     n, h, w, _ = batch.shape
     c = config.in_chans
     six = config.mode == "6ch"
-    geo = ClaheGeometry.create(h, w, config.tile_grid, config.clip_limit)
+    geo = ClaheGeometry.create(h, w, config.tile_grid, config.clip_limit, config.tile_size)
     table = norm_table(c, config.mean, config.std)
     out = np.empty((n, c, h, w), dtype=np.float32)
     luts = np.empty((n, 3, geo.n_tiles if six else 1, 256), dtype=np.float32)

@@ -54,14 +54,30 @@ class ClaheGeometry:
     inv_th: np.float32
 
     @classmethod
-    def create(cls, height: int, width: int, grid: tuple[int, int], clip_limit: float):
-        """Computes the geometry of ``cv2.createCLAHE(clip_limit, grid)`` on H x W."""
-        gx, gy = int(grid[0]), int(grid[1])
-        if width % gx == 0 and height % gy == 0:
-            wp, hp = width, height
+    def create(
+        cls,
+        height: int,
+        width: int,
+        grid: tuple[int, int],
+        clip_limit: float,
+        tile_size: int | None = None,
+    ):
+        """Computes the geometry of ``cv2.createCLAHE(clip_limit, grid)`` on H x W.
+
+        With ``tile_size`` (``PreprocessConfig.tile_size``), ``grid`` is ignored:
+        the geometry is OpenCV's on the image padded to multiples of
+        ``tile_size``, i.e. ``ceil(size / tile_size)`` tiles of ``tile_size``.
+        """
+        if tile_size is not None:
+            t = int(tile_size)
+            gx, gy, tw, th = -(-width // t), -(-height // t), t, t
         else:
-            wp, hp = width + gx - width % gx, height + gy - height % gy
-        tw, th = wp // gx, hp // gy
+            gx, gy = int(grid[0]), int(grid[1])
+            if width % gx == 0 and height % gy == 0:
+                wp, hp = width, height
+            else:
+                wp, hp = width + gx - width % gx, height + gy - height % gy
+            tw, th = wp // gx, hp // gy
         area = tw * th
         clip = max(int(float(clip_limit) * area / 256), 1)  # C++: double, truncated
         return cls(

@@ -17,7 +17,7 @@ from hvx.preprocess._params import norm_table
 if TYPE_CHECKING:
     from hvx.preprocess import PreprocessConfig
 
-__all__ = ["clahe_rgb_ref", "planes_ref", "preprocess_ref"]
+__all__ = ["clahe_rgb_ref", "clahe_rgb_tiles_ref", "planes_ref", "preprocess_ref"]
 
 
 def clahe_rgb_ref(image: np.ndarray, clip_limit: float, tile_grid: tuple[int, int]) -> np.ndarray:
@@ -35,6 +35,31 @@ def clahe_rgb_ref(image: np.ndarray, clip_limit: float, tile_grid: tuple[int, in
     return np.stack([clahe.apply(np.ascontiguousarray(image[..., c])) for c in range(3)], -1)
 
 
+def clahe_rgb_tiles_ref(image: np.ndarray, clip_limit: float, tile_size: int) -> np.ndarray:
+    """CLAHE with fixed ``tile_size`` x ``tile_size`` tiles (``PreprocessConfig.tile_size``).
+
+    Pads the image bottom/right with ``cv2.BORDER_REFLECT_101`` to multiples of
+    ``tile_size``, runs OpenCV CLAHE with the grid that makes every tile exactly
+    ``tile_size`` pixels, and crops back.
+
+    Args:
+        image: ndarray[H, W, 3] uint8 RGB.
+        clip_limit: OpenCV clipLimit (> 0).
+        tile_size: Tile side in pixels (>= 1).
+
+    Returns:
+        ndarray[H, W, 3] uint8, the enhanced RGB image.
+    """
+    h, w = image.shape[:2]
+    gx, gy = -(-w // tile_size), -(-h // tile_size)
+    padded = cv2.copyMakeBorder(
+        np.ascontiguousarray(image),
+        0, gy * tile_size - h, 0, gx * tile_size - w,
+        cv2.BORDER_REFLECT_101,
+    )  # fmt: skip
+    return clahe_rgb_ref(padded, clip_limit, (gx, gy))[:h, :w]
+
+
 def planes_ref(batch: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """The uint8 planes before scaling, per SPEC §7a.
 
@@ -50,7 +75,10 @@ def planes_ref(batch: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     n, h, w, _ = batch.shape
     out = np.empty((n, 6, h, w), dtype=np.uint8)
     for i in range(n):
-        rgb = clahe_rgb_ref(batch[i], config.clip_limit, config.tile_grid)
+        if config.tile_size is None:
+            rgb = clahe_rgb_ref(batch[i], config.clip_limit, config.tile_grid)
+        else:
+            rgb = clahe_rgb_tiles_ref(batch[i], config.clip_limit, config.tile_size)
         hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
         ycrcb = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
         out[i, 0], out[i, 1], out[i, 2] = rgb[..., 2], rgb[..., 1], rgb[..., 0]
