@@ -136,6 +136,29 @@ def schedule_tiles(plan: TilePlan, reader, config: TilingConfig) -> list[int]:
     return keep
 
 
+def _align(engine, config: TilingConfig) -> int:
+    """Tile-start alignment: the engine's CLAHE tile size when the stride allows it.
+
+    With fixed-size CLAHE tiles (``PreprocessConfig.tile_size``) and tiles starting
+    on multiples of that size, each tile's network input equals the whole image's
+    away from the tile border, so tiled output matches one-pass output.
+    """
+    pre = getattr(engine, "preprocess_config", None)
+    size = getattr(pre, "tile_size", None)
+    if not size:
+        return 1
+    if (config.tile - config.overlap) % size:
+        log.warning(
+            "tile - overlap = %d is not a multiple of the model's CLAHE tile size %d: "
+            "tiles will not share the whole image's CLAHE tiles, so tiled output can "
+            "differ from one-pass output near seams",
+            config.tile - config.overlap,
+            size,
+        )
+        return 1
+    return int(size)
+
+
 def _read_tile(reader, plan: TilePlan, index: int, pad_value: int) -> np.ndarray:
     t = plan.tile_at(index)
     h, w = min(plan.tile, plan.height - t.y0), min(plan.tile, plan.width - t.x0)
@@ -262,7 +285,9 @@ def infer_image(
     if config is None:
         config = TilingConfig(tile=tile, overlap=overlap, batch_size=batch_size, tissue=tissue)
     reader = ArrayReader(image)
-    plan = plan_tiles(reader.height, reader.width, config.tile, config.overlap)
+    plan = plan_tiles(
+        reader.height, reader.width, config.tile, config.overlap, align=_align(engine, config)
+    )
     tiles = schedule_tiles(plan, reader, config)
     stitcher = Stitcher(plan, tiles, match_fraction=config.match_fraction)
     inst = np.zeros((plan.height, plan.width), np.int32)
@@ -403,6 +428,7 @@ def infer_slide(
         config.tile,
         config.overlap,
         rows_per_region=config.rows_per_region,
+        align=_align(engine, config),
     )
     out = Path(out_dir)
     files = {

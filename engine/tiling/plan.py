@@ -29,23 +29,27 @@ import numpy as np
 __all__ = ["Tile", "TilePlan", "axis_cores", "axis_starts", "plan_tiles"]
 
 
-def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
+def axis_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """Start offsets of the tiles along one axis.
 
     Args:
         length: Axis length in pixels, >= 1.
         tile: Tile size, >= 1.
         overlap: Overlap of neighbouring tiles, 0 <= overlap < tile.
+        align: Every start is a multiple of this (``tile - overlap`` must be one).
 
     Returns:
-        Ascending starts; the last is ``length - tile`` when ``length >= tile``
-        (the last tile ends at the edge), ``[0]`` when ``length <= tile``.
+        Ascending starts, ``[0]`` when ``length <= tile``. Otherwise the last is
+        ``length - tile`` rounded up to a multiple of ``align`` (with ``align=1``
+        the last tile ends at the edge; else it may pass it by < ``align`` pixels,
+        which the reader pads).
     """
     if length <= tile:
         return [0]
     stride = tile - overlap
+    last = -(-(length - tile) // align) * align
     n = math.ceil((length - overlap) / stride)
-    starts = [min(i * stride, length - tile) for i in range(n)]
+    starts = [min(i * stride, last) for i in range(n)]
     return sorted(set(starts))
 
 
@@ -99,6 +103,7 @@ class TilePlan:
         y_bounds: Core boundaries along y (``len(ys) + 1``).
         x_bounds: Core boundaries along x.
         rows_per_region: Tile rows per resumable region.
+        align: Tile starts are multiples of this (see :func:`plan_tiles`).
     """
 
     height: int
@@ -110,6 +115,7 @@ class TilePlan:
     y_bounds: tuple[int, ...]
     x_bounds: tuple[int, ...]
     rows_per_region: int = 1
+    align: int = 1
 
     @property
     def n_rows(self) -> int:
@@ -176,11 +182,18 @@ class TilePlan:
             "tile": self.tile,
             "overlap": self.overlap,
             "rows_per_region": self.rows_per_region,
+            "align": self.align,
         }
 
 
 def plan_tiles(
-    height: int, width: int, tile: int = 256, overlap: int = 64, *, rows_per_region: int = 1
+    height: int,
+    width: int,
+    tile: int = 256,
+    overlap: int = 64,
+    *,
+    rows_per_region: int = 1,
+    align: int = 1,
 ) -> TilePlan:
     """Plans overlapping square tiles over an image.
 
@@ -192,6 +205,10 @@ def plan_tiles(
             tile // 2``; it must exceed the largest nucleus diameter (in pixels at
             the working resolution) for nuclei on seams to be kept whole.
         rows_per_region: Tile rows per resumable region, >= 1.
+        align: Tile starts are multiples of this, >= 1; ``tile - overlap`` must be
+            a multiple of it. Pass the model's CLAHE tile size
+            (``PreprocessConfig.tile_size``): every tile then sees the same CLAHE
+            tiles as the whole image, so tiled and one-pass inputs agree.
 
     Returns:
         The :class:`TilePlan`.
@@ -212,8 +229,12 @@ def plan_tiles(
         )
     if rows_per_region < 1:
         raise ValueError(f"expected rows_per_region >= 1, got {rows_per_region}")
-    ys = axis_starts(int(height), int(tile), int(overlap))
-    xs = axis_starts(int(width), int(tile), int(overlap))
+    if align < 1 or (tile - overlap) % align:
+        raise ValueError(
+            f"expected align >= 1 dividing tile - overlap = {tile - overlap}, got {align}"
+        )
+    ys = axis_starts(int(height), int(tile), int(overlap), int(align))
+    xs = axis_starts(int(width), int(tile), int(overlap), int(align))
     return TilePlan(
         height=int(height),
         width=int(width),
@@ -224,4 +245,5 @@ def plan_tiles(
         y_bounds=tuple(axis_cores(int(height), int(tile), ys)),
         x_bounds=tuple(axis_cores(int(width), int(tile), xs)),
         rows_per_region=int(rows_per_region),
+        align=int(align),
     )

@@ -83,3 +83,32 @@ def test_plan_rejects_float_sizes():
         plan_tiles(10.5, 10)
     with pytest.raises(IndexError, match="expected a tile index"):
         plan_tiles(10, 10).tile_at(1)
+
+
+@pytest.mark.parametrize("length", [1, 255, 256, 300, 449, 1000, 4096, 4097])
+@pytest.mark.parametrize(
+    ("tile", "overlap", "align"), [(256, 64, 32), (256, 64, 64), (128, 32, 16)]
+)
+def test_aligned_starts_cover_and_partition(length, tile, overlap, align):
+    starts = axis_starts(length, tile, overlap, align)
+    bounds = axis_cores(length, tile, starts)
+    assert all(s % align == 0 for s in starts)
+    assert bounds[0] == 0 and bounds[-1] == length
+    if length > tile:  # the last tile reaches the edge, passing it by < align
+        assert 0 <= starts[-1] + tile - length < align
+    else:
+        assert starts == [0]
+    for i, s in enumerate(starts):
+        assert s <= bounds[i] < bounds[i + 1] <= s + tile
+    if (length - tile) % align == 0:  # aligned edges change nothing
+        assert starts == axis_starts(length, tile, overlap)
+
+
+def test_aligned_plan_records_align_and_rejects_bad_align():
+    plan = plan_tiles(1000, 700, 256, 64, align=32)
+    assert plan.align == 32 and plan.to_dict()["align"] == 32
+    assert plan.ys[-1] == 768 and plan.xs[-1] == 448  # 744 -> 768, 444 -> 448
+    with pytest.raises(ValueError, match="align >= 1 dividing tile - overlap = 192"):
+        plan_tiles(1000, 700, 256, 64, align=40)
+    with pytest.raises(ValueError, match="align >= 1"):
+        plan_tiles(1000, 700, 256, 64, align=0)
