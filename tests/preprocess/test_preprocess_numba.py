@@ -6,8 +6,8 @@ import pytest
 import torch
 from numba import njit
 
-from hvx.preprocess import PreprocessConfig, preprocess
-from hvx.preprocess._numba import _row, _x_weights
+from hvx.preprocess import PreprocessConfig, _numba, preprocess
+from hvx.preprocess._numba import _exact_tiles, _rows, _x_weights
 from hvx.preprocess._params import SDIV, norm_table
 from hvx.preprocess.reference import planes_ref, preprocess_ref
 
@@ -54,39 +54,26 @@ def test_a_batch_of_real_tiles_matches_opencv(real_tiles):
 
 
 @njit(cache=False)
-def _rows_with_luts(img, luts, sdiv, table, out):
-    """Pass 2 alone over img[H, W, 3] with the given LUTs[3, 1, 256] (grid 1x1)."""
+def _rows_with_luts(img, luts, sdiv, table, exact, out):
+    """Pass 2 alone over img[H, W, 3] with the given LUTs[3 * 256] (grid 1x1)."""
     h, w = img.shape[0], img.shape[1]
     xw = _x_weights(w, np.float32(1.0) / np.float32(w), 1)
     q = np.empty((3, w), dtype=np.int32)
-    for y in range(h):
-        _row(
-            img[y],
-            luts,
-            y,
-            xw,
-            1,
-            1,
-            np.float32(1.0) / np.float32(h),
-            sdiv,
-            table,
-            True,
-            True,
-            q,
-            out,
-        )
+    inv_th = np.float32(1.0) / np.float32(h)
+    rows = img.reshape(h, w * 3)
+    _rows(rows, luts, 0, h, xw, 1, 1, inv_th, sdiv, table, True, True, exact, q, out)
 
 
 def test_colour_stage_matches_opencv_on_every_rgb_colour():
     """With identity LUTs the interpolation returns the pixel: S, Cr, Cb on all 2**24 colours."""
-    luts = np.broadcast_to(np.arange(256, dtype=np.float32), (3, 1, 256)).copy()
+    luts = np.tile(np.arange(256, dtype=np.float32), 3)
     table = norm_table(6, None, None)
     out = np.empty((6, 1024, 1024), np.float32)
     for chunk in range(16):
         code = np.arange(chunk << 20, (chunk + 1) << 20, dtype=np.int64)
         img = np.stack([code >> 16, (code >> 8) & 255, code & 255], -1).astype(np.uint8)
         img = img.reshape(1024, 1024, 3)
-        _rows_with_luts(img, luts, SDIV, table, out)
+        _rows_with_luts(img, luts, SDIV, table, chunk % 2 == 0, out)
         got = np.rint(out * 255).astype(np.uint8)
         assert np.array_equal(got[:3], img[..., ::-1].transpose(2, 0, 1))
         assert np.array_equal(got[3], cv2.cvtColor(img, cv2.COLOR_RGB2HSV)[..., 1]), chunk
@@ -147,3 +134,25 @@ def test_float16_within_one_ulp_of_the_exact_value(rand):
     ulp = np.spacing(np.abs(got.numpy())).astype(np.float64)
     assert np.all(np.abs(got.numpy().astype(np.float64) - exact) <= ulp)
     assert torch.equal(got, preprocess(b, cfg, impl="reference").half())
+
+
+def test_float_sdiv_equals_opencvs_table():
+    """_colour6 computes SDIV[V] as cvRound(float32(255 << 12) / float32(V))."""
+    v = np.arange(1, 256, dtype=np.float32)
+    got = np.rint(np.float32(255 << 12) / v).astype(np.int32)  # rint: half to even
+    assert np.array_equal(got, SDIV[1:])
+
+
+def test_exact_tiles_are_powers_of_two_with_16_fraction_bits():
+    assert _exact_tiles(32, 32) and _exact_tiles(1, 1) and _exact_tiles(256, 256)
+    assert _exact_tiles(1024, 64) and not _exact_tiles(1024, 128)
+    assert not _exact_tiles(32, 33) and not _exact_tiles(5, 5) and not _exact_tiles(96, 32)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_both_interpolations_match_opencv_on_power_of_two_tiles(real_tiles, monkeypatch, exact):
+    """The fused (exact-tile) and OpenCV-order interpolations agree with OpenCV."""
+    monkeypatch.setattr(_numba, "_exact_tiles", lambda tw, th: exact)
+    b = real_tiles(4, start=5)
+    for cfg in (PreprocessConfig(), PreprocessConfig(tile_grid=(4, 2), clip_limit=3.0)):
+        assert_planes_equal(planes_of(preprocess(b, cfg, impl="numba")), planes_ref(b, cfg))
