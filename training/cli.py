@@ -106,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hvx.training.evaluate import main as evaluate_main
 
         return evaluate_main(argv)
+    if any(a == "--tune-postprocess" or a.startswith("--tune-postprocess=") for a in argv):
+        from hvx.training.tune import main as tune_main
+
+        return tune_main(argv)
     first, _ = _base_parser(add_help=False).parse_known_args(argv)
     from hvx.training.config import list_configs, load_config
 
