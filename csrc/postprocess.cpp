@@ -4,6 +4,8 @@
 // the relief, the markers and the flood are computed on foreground pixels only.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <ctime>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -23,6 +25,26 @@
 
 namespace hvx {
 namespace pp {
+
+// Stage timers for development (g++ -DHVX_PP_PROFILE ...); compiled out otherwise.
+#ifdef HVX_PP_PROFILE
+double g_stage[16];
+const char* g_stage_name[16];
+static double pp_now() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+#define PP_T0 double pp_t_ = pp_now()
+#define PP_STAGE(i, name)                                       \
+  do {                                                          \
+    const double pp_n_ = pp_now();                              \
+    g_stage[i] += pp_n_ - pp_t_, g_stage_name[i] = name, pp_t_ = pp_n_; \
+  } while (0)
+#else
+#define PP_T0 (void)0
+#define PP_STAGE(i, name) (void)0
+#endif
 
 
 void validate_params(const Params& p) {
@@ -58,9 +80,12 @@ int64_t reflect101(int64_t p, int64_t n) {
 struct Workspace {
   std::vector<uint8_t> fg, marker, mask_p;
   std::vector<double> sh, sv, g, dist_p;
-  std::vector<int32_t> lab, lab_p, keep;
-  std::vector<int64_t> counts;
+  std::vector<int32_t> lab, lab_p, keep, first, comp_of;
+  std::vector<uint8_t> multi;
+  std::vector<FgRun> runs;  // foreground runs and their components
+  int32_t ncomp = 0;
   std::vector<uint32_t> in_mask;
+  std::vector<int64_t> counts;
 };
 
 Workspace& workspace() {
@@ -179,15 +204,17 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   validate_params(p);
   const int64_t n = H * W;
   if (n == 0) return;
+  PP_T0;
   Workspace& ws = workspace();
   resize(ws.fg, n);
   uint8_t* fg = ws.fg.data();
   const float thr_np = p.np_threshold;
   for (int64_t i = 0; i < n; ++i) fg[i] = np[i] >= thr_np ? 1 : 0;
-  if (remove_small4(fg, H, W, p.min_object_size) == 0) {
+  if (remove_small4(fg, H, W, p.min_object_size, &ws.runs, &ws.ncomp) == 0) {
     std::fill(out, out + n, 0);
     return;
   }
+  PP_STAGE(0, "fg+small");
 
   // Sobel of the min-max normalised maps (whole tile: their min / max matter),
   // the normalisation fused into the row pass and the min / max into the column pass.
@@ -195,6 +222,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   double lo_h[2], lo_v[2];
   sobel_normalized_f64(h, H, W, 1, p.sobel_ksize, ws.sh.data(), lo_h);
   sobel_normalized_f64(v, H, W, 0, p.sobel_ksize, ws.sv.data(), lo_v);
+  PP_STAGE(1, "sobel");
 
   // One pass: gradient energy, markers, g = (1 - overall) * fg and the padded
   // relief -GaussianBlur(g) and mask for the flood.
@@ -216,15 +244,19 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   std::memset(mask + (Hp - 1) * Wp, 0, static_cast<size_t>(Wp));
   for (int64_t y = 1; y + 1 < Hp; ++y) mask[y * Wp] = 0, mask[y * Wp + Wp - 1] = 0;
   energy_relief(ea);
+  PP_STAGE(2, "energy");
 
   uint8_t* marker = ws.marker.data();
   fill_holes(marker, H, W);
+  PP_STAGE(3, "fill_holes");
   open_ellipse(marker, H, W, p.opening_ksize);
+  PP_STAGE(4, "open");
 
   // Marker labels (raster order), small ones removed, masked by the foreground.
   resize(ws.lab, n);
   int32_t* lab = ws.lab.data();
   const int32_t nlab = label4(marker, H, W, lab, &ws.counts);
+  PP_STAGE(5, "label");
   if (nlab == 0) {
     std::fill(out, out + n, 0);
     return;
@@ -235,28 +267,63 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   keep[0] = 0;
   for (int32_t l = 1; l <= nlab; ++l) keep[l] = ws.counts[l] >= p.min_object_size ? l : 0;
   const int32_t* kp = keep.data();
-  std::memset(lp, 0, static_cast<size_t>(Wp) * sizeof(int32_t));
-  std::memset(lp + (Hp - 1) * Wp, 0, static_cast<size_t>(Wp) * sizeof(int32_t));
+
+  // The flood never leaves a 4-connected foreground component: one with a
+  // single marker label is that label throughout, one without markers stays 0,
+  // and only components with two or more labels are flooded.
+  const int32_t nc = ws.ncomp;
+  std::vector<int32_t>& first = ws.first;
+  std::vector<uint8_t>& multi = ws.multi;
+  std::vector<int32_t>& comp_of = ws.comp_of;
+  first.assign(static_cast<size_t>(nc), 0);
+  multi.assign(static_cast<size_t>(nc), 0);
+  comp_of.assign(static_cast<size_t>(nlab) + 1, -1);
+  std::memset(lp, 0, static_cast<size_t>(np_) * sizeof(int32_t));
+  for (const FgRun& r : ws.runs) {
+    const int32_t* lr = lab + static_cast<int64_t>(r.y) * W;
+    int32_t* lo = lp + (r.y + 1) * Wp + 1;
+    int32_t f = first[r.comp];
+    int mu = multi[r.comp];
+    for (int32_t x = r.x0; x < r.x1; ++x) {
+      const int32_t l = kp[lr[x]];
+      lo[x] = l;
+      if (!l) continue;
+      comp_of[l] = r.comp;
+      if (!f) f = l;
+      mu |= f != l;
+    }
+    first[r.comp] = f, multi[r.comp] = static_cast<uint8_t>(mu);
+  }
   std::vector<uint32_t>& pix = ws.in_mask;
-  resize(pix, n);
-  size_t cnt = 0;
-  for (int64_t y = 0; y < H; ++y) {
-    const int32_t* lr = lab + y * W;
-    const uint8_t* fr = fg + y * W;
-    int32_t* lo = lp + (y + 1) * Wp;
-    lo[0] = 0, lo[Wp - 1] = 0;
-    ++lo;
-    const uint32_t base = static_cast<uint32_t>((y + 1) * Wp + 1);
-    for (int64_t x = 0; x < W; ++x) lo[x] = fr[x] ? kp[lr[x]] : 0;
-    for (int64_t x = 0; x < W; ++x) {  // branch-free compaction
-      pix[cnt] = base + static_cast<uint32_t>(x);
-      cnt += fr[x];
+  pix.clear();
+  for (const FgRun& r : ws.runs) {
+    const int64_t base = (r.y + 1) * Wp + 1;
+    if (multi[r.comp]) {
+      for (int32_t x = r.x0; x < r.x1; ++x) pix.push_back(static_cast<uint32_t>(base + x));
+    } else {
+      std::fill(lp + base + r.x0, lp + base + r.x1, first[r.comp]);
+      std::memset(mask + base + r.x0, 0, static_cast<size_t>(r.x1 - r.x0));
     }
   }
-  watershed_padded(ws.dist_p.data(), mask, lp, Hp, Wp, false, pix.data(), cnt);
+  PP_STAGE(6, "ws-prep");
+  if (!pix.empty() &&
+      !watershed_fast(ws.dist_p.data(), mask, lp, Hp, Wp, pix.data(), pix.size(), comp_of.data())) {
+    // Seeds of one value in one component: scikit-image's heap on the whole
+    // foreground (its layout, which orders them, depends on every marker).
+    for (int64_t y = 0; y < H; ++y) {
+      const int32_t* lr = lab + y * W;
+      const uint8_t* fr = fg + y * W;
+      int32_t* lo = lp + (y + 1) * Wp + 1;
+      std::memcpy(mask + (y + 1) * Wp + 1, fr, static_cast<size_t>(W));
+      for (int64_t x = 0; x < W; ++x) lo[x] = fr[x] ? kp[lr[x]] : 0;
+    }
+    watershed_exact(ws.dist_p.data(), mask, lp, Hp, Wp);
+  }
+  PP_STAGE(7, "watershed");
   for (int64_t y = 0; y < H; ++y) {
     std::memcpy(out + y * W, lp + (y + 1) * Wp + 1, static_cast<size_t>(W) * sizeof(int32_t));
   }
+  PP_STAGE(8, "copy-out");
 }
 
 void argmax_planes(const float* probs, int64_t C, int64_t H, int64_t W, int32_t* out) {

@@ -86,7 +86,13 @@ int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
                std::vector<int64_t>* sizes = nullptr);
 // Zeroes 4-connected components of mask != 0 with < min_size pixels; returns
 // the number of pixels left.
-int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size);
+// With `kept`, the runs left ([x0, x1) on row y, raster order) and their
+// component (0 .. *ncomp - 1, numbered in raster order of first pixel).
+struct FgRun {
+  int32_t y, x0, x1, comp;
+};
+int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size,
+                      std::vector<FgRun>* kept = nullptr, int32_t* ncomp = nullptr);
 // scipy.ndimage.binary_fill_holes (cross structure), in place on a 0/1 mask.
 void fill_holes(uint8_t* mask, int64_t H, int64_t W);
 // cv2.morphologyEx(mask, MORPH_OPEN, ellipse(k, k)) with OpenCV's default border.
@@ -97,10 +103,17 @@ void open_ellipse(uint8_t* mask, int64_t H, int64_t W, int k);
 void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W,
                int32_t* labels, bool exact_heap = false);
 // The same on (H + 2) x (W + 2) arrays with a zero mask border (no copies).
-// `in_mask`, when given, lists the n_in_mask in-mask indices in ascending order.
 void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
-                      int64_t Wp, bool exact_heap = false, const uint32_t* in_mask = nullptr,
-                      size_t n_in_mask = 0);
+                      int64_t Wp, bool exact_heap = false);
+// Its fast path: `in_mask` lists the n_in_mask in-mask indices in ascending
+// order; comp_of_label (optional) maps each marker label to its mask component.
+// Returns false, touching nothing, when seeds of one value would need
+// scikit-image's heap layout to order them (then call watershed_exact).
+bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
+                    const uint32_t* in_mask, size_t n_in_mask, const int32_t* comp_of_label);
+// scikit-image's heap flood itself (every marker pushed in raster order).
+void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                     int64_t Wp);
 
 }  // namespace pp
 }  // namespace hvx

@@ -92,21 +92,32 @@ int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
   return next;
 }
 
-int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size) {
+int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size,
+                      std::vector<FgRun>* kept, int32_t* ncomp) {
   Runs& R = runs_ws();
   R.build(mask, H, W, 1);
   const int32_t nr = static_cast<int32_t>(R.y.size());
-  std::vector<int64_t> size(static_cast<size_t>(nr), 0);
+  static thread_local std::vector<int64_t> size;
+  static thread_local std::vector<int32_t> comp;
+  size.assign(static_cast<size_t>(nr), 0);
   for (int32_t i = 0; i < nr; ++i) size[R.find(i)] += R.x1[i] - R.x0[i];
+  if (kept) kept->clear(), comp.assign(static_cast<size_t>(nr), -1);
+  int32_t nc = 0;
   int64_t left = 0;
   for (int32_t i = 0; i < nr; ++i) {
-    if (size[R.find(i)] >= min_size) {
+    const int32_t root = R.find(i);
+    if (size[root] >= min_size) {
       left += R.x1[i] - R.x0[i];
+      if (kept) {
+        if (comp[root] < 0) comp[root] = nc++;  // roots come first: raster order
+        kept->push_back({R.y[i], R.x0[i], R.x1[i], comp[root]});
+      }
     } else {
       uint8_t* row = mask + static_cast<int64_t>(R.y[i]) * W;
       std::fill(row + R.x0[i], row + R.x1[i], 0);
     }
   }
+  if (ncomp) *ncomp = nc;
   return left;
 }
 

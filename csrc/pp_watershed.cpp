@@ -131,7 +131,8 @@ void flood(const double* img, const uint8_t* mask, int32_t* lab, int64_t Wp,
 class RankQueue {
  public:
   bool flood(const double* img, int32_t* lab, const uint8_t* mask, int64_t Hp, int64_t Wp,
-             const std::vector<uint32_t>& pix, const std::vector<uint32_t>& seeds) {
+             const std::vector<uint32_t>& pix, const std::vector<uint32_t>& seeds,
+             const int32_t* comp_of_label) {
     const int64_t n = Hp * Wp;
     pix_.assign(pix.begin(), pix.end());
     const size_t m = pix_.size();
@@ -149,7 +150,14 @@ class RankQueue {
     uint32_t cur = R;
     for (uint32_t sidx : seeds) {
       const uint32_t r = rank_[sidx];
-      if (head_[r] >= 0) return false;  // two markers, one value
+      // Seeds of one value pop one after the other in an order set by the heap
+      // layout. That order cannot change the result when they have the same
+      // label (their pushes form one block of ages, all of that label) or lie
+      // in different mask components (which never meet); otherwise fall back.
+      for (int32_t q = head_[r]; q >= 0; q = next_[q]) {
+        const int32_t a = lab[q], b = lab[sidx];
+        if (a != b && (!comp_of_label || comp_of_label[a] == comp_of_label[b])) return false;
+      }
       push(sidx, r);
       cur = std::min(cur, r);
     }
@@ -251,25 +259,11 @@ class RankQueue {
 
 }  // namespace
 
-// Padded-layout entry used by the pipeline: img, mask, lab are (H+2) x (W+2)
-// with a zero mask border; lab holds the markers (zero outside the mask).
-void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
-                      int64_t Wp, bool exact_heap, const uint32_t* in_mask, size_t n_in_mask) {
-  static thread_local Heap heap;
-  static thread_local std::vector<uint32_t> seeds, all_markers, pix, cand;
+bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
+                    const uint32_t* in_mask, size_t n_in_mask, const int32_t* comp_of_label) {
+  static thread_local std::vector<uint32_t> seeds, cand;
   seeds.clear();
-  all_markers.clear();
   cand.clear();
-  const int64_t n = Hp * Wp;
-  if (!in_mask) {
-    pix.resize(static_cast<size_t>(n));
-    size_t cnt = 0;
-    for (int64_t i = Wp; i < n - Wp; ++i) {  // branch-free compaction
-      pix[cnt] = static_cast<uint32_t>(i);
-      cnt += mask[i] != 0;
-    }
-    in_mask = pix.data(), n_in_mask = cnt;
-  }
   // Only the active markers and the unlabelled in-mask pixels are ever queued,
   // so only they need ranks.
   for (size_t j = 0; j < n_in_mask; ++j) {
@@ -278,19 +272,49 @@ void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int6
       cand.push_back(i);
       continue;
     }
-    all_markers.push_back(i);
     if ((mask[i - Wp] && !lab[i - Wp]) || (mask[i - 1] && !lab[i - 1]) ||
         (mask[i + 1] && !lab[i + 1]) || (mask[i + Wp] && !lab[i + Wp])) {
       seeds.push_back(i);
     }
   }
-  if (seeds.empty()) return;
+  if (seeds.empty()) return true;
   static thread_local RankQueue rq;
   cand.insert(cand.end(), seeds.begin(), seeds.end());
-  if (!exact_heap && rq.flood(img, lab, mask, Hp, Wp, cand, seeds)) return;
-  // A tie among active markers (nothing was labelled yet): scikit-image's heap.
-  heap.reserve(n_in_mask + 1);  // every in-mask pixel is pushed at most once
+  return rq.flood(img, lab, mask, Hp, Wp, cand, seeds, comp_of_label);
+}
+
+void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                     int64_t Wp) {
+  static thread_local Heap heap;
+  static thread_local std::vector<uint32_t> all_markers;
+  all_markers.clear();
+  size_t m = 0;
+  for (int64_t i = Wp; i < (Hp - 1) * Wp; ++i) {
+    m += mask[i] != 0;
+    if (mask[i] && lab[i]) all_markers.push_back(static_cast<uint32_t>(i));
+  }
+  heap.reserve(m + 1);  // every in-mask pixel is pushed at most once
   flood(img, mask, lab, Wp, all_markers, heap);
+}
+
+// Padded-layout entry: img, mask, lab are (H+2) x (W+2) with a zero mask
+// border; lab holds the markers (zero outside the mask).
+void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                      int64_t Wp, bool exact_heap) {
+  static thread_local std::vector<uint32_t> pix;
+  const int64_t n = Hp * Wp;
+  if (Hp < 3 || Wp < 3) return;
+  if (!exact_heap) {
+    pix.resize(static_cast<size_t>(n));
+    size_t cnt = 0;
+    for (int64_t i = Wp; i < n - Wp; ++i) {  // branch-free compaction
+      pix[cnt] = static_cast<uint32_t>(i);
+      cnt += mask[i] != 0;
+    }
+    if (watershed_fast(img, mask, lab, Hp, Wp, pix.data(), cnt, nullptr)) return;
+  }
+  // A tie among seeds (nothing was labelled yet): scikit-image's heap.
+  watershed_exact(img, mask, lab, Hp, Wp);
 }
 
 void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
