@@ -347,7 +347,7 @@ static void bind_postprocess(py::module_& m) {
         py::arg("np_threshold"), py::arg("min_object_size"), py::arg("sobel_ksize"),
         py::arg("marker_threshold"), py::arg("opening_ksize"), py::arg("gaussian_ksize"),
         "SPEC 3a instance map of one image: np (H, W) float32, hv (2, H, W) float32 -> "
-        "(H, W) int32. Inputs must be finite (hvx.postprocess checks).");
+        "(H, W) int32. NaN or inf raise ValueError.");
   m.def("pp_instance_table", &py_instance_table, py::arg("inst"), py::arg("types"),
         "SPEC 3b records: (id, type, type_prob, centroid_yx, bbox, area, contour_xy, "
         "contour_offsets).");

@@ -209,8 +209,16 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   resize(ws.fg, n);
   uint8_t* fg = ws.fg.data();
   const float thr_np = p.np_threshold;
-  for (int64_t i = 0; i < n; ++i) fg[i] = np[i] >= thr_np ? 1 : 0;
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) {  // x - x is 0 for finite x, else NaN
+    const float x = np[i];
+    fg[i] = x >= thr_np ? 1 : 0;
+    bad |= !(x - x == 0.0f);
+  }
+  if (bad) throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
+  static const char* const kHvBad = "hv: expected finite values, got NaN or inf";
   if (remove_small4(fg, H, W, p.min_object_size, &ws.runs, &ws.ncomp) == 0) {
+    if (!all_finite_f32(h, n) || !all_finite_f32(v, n)) throw std::invalid_argument(kHvBad);
     std::fill(out, out + n, 0);
     return;
   }
@@ -220,8 +228,10 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   // the normalisation fused into the row pass and the min / max into the column pass.
   resize(ws.sh, n), resize(ws.sv, n);
   double lo_h[2], lo_v[2];
-  sobel_normalized_f64(h, H, W, 1, p.sobel_ksize, ws.sh.data(), lo_h);
-  sobel_normalized_f64(v, H, W, 0, p.sobel_ksize, ws.sv.data(), lo_v);
+  if (!sobel_normalized_f64(h, H, W, 1, p.sobel_ksize, ws.sh.data(), lo_h) ||
+      !sobel_normalized_f64(v, H, W, 0, p.sobel_ksize, ws.sv.data(), lo_v)) {
+    throw std::invalid_argument(kHvBad);
+  }
   PP_STAGE(1, "sobel");
 
   // One pass: gradient energy, markers, g = (1 - overall) * fg and the padded

@@ -32,7 +32,7 @@ void validate_params(const Params& p);
 
 // Instance map of one image (SPEC §3a). np: (H, W) float32 foreground
 // probability; h, v: (H, W) float32 horizontal / vertical maps; out: (H, W) int32.
-// Inputs must be finite (the caller checks).
+// Throws std::invalid_argument ("np_prob: ..." / "hv: ...") on NaN or inf.
 void instances_from_hv(const float* np, const float* h, const float* v, int64_t H, int64_t W,
                        const Params& p, int32_t* out);
 
@@ -72,9 +72,12 @@ void normalize_minmax_f64(const double* src, int64_t n, float* dst);
 // cv2.Sobel(src, CV_64F, dx, 1 - dx, ksize) for float32 src, BORDER_REFLECT_101.
 void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double* dst);
 // sobel_f64(normalize_minmax_f32(src)) without the intermediate map; lohi[0] /
-// lohi[1] receive the min / max of dst.
-void sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
+// lohi[1] receive the min / max of dst. Returns false, computing nothing, when
+// src holds NaN or inf.
+bool sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
                           double* dst, double* lohi);
+// True when no value is NaN or inf.
+bool all_finite_f32(const float* src, int64_t n);
 // cv2.normalize's scale and shift for a map with min mn and max mx (CV_32F output):
 // dst = (float)fma(src, scale, shift).
 void minmax_scale_shift(double mn, double mx, double* scale, double* shift);

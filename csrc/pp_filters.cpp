@@ -88,6 +88,40 @@ void minmax(const T* src, int64_t n, double& mn, double& mx) {
   mx = static_cast<double>(hi);
 }
 
+// min / max of finite float32 values; false when any value is NaN or inf
+// (x * 0 is 0 for finite x, NaN otherwise).
+bool minmax_finite_plain(const float* s, int64_t n, double& mn, double& mx) {
+  float lo = s[0], hi = s[0], z = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    lo = s[i] < lo ? s[i] : lo;
+    hi = s[i] > hi ? s[i] : hi;
+    z += s[i] * 0.0f;
+  }
+  mn = lo, mx = hi;
+  return z == 0.0f;
+}
+
+#if HVX_X86_DISPATCH
+HVX_AVX2 bool minmax_finite_avx2(const float* s, int64_t n, double& mn, double& mx) {
+  if (n < 16) return minmax_finite_plain(s, n, mn, mx);
+  __m256 lo = _mm256_loadu_ps(s), hi = lo, z = _mm256_setzero_ps();
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(s + i);
+    lo = _mm256_min_ps(lo, v), hi = _mm256_max_ps(hi, v);
+    z = _mm256_add_ps(z, _mm256_mul_ps(v, zero));
+  }
+  alignas(32) float l[8], h[8], zz[8];
+  _mm256_store_ps(l, lo), _mm256_store_ps(h, hi), _mm256_store_ps(zz, z);
+  float a = l[0], b = h[0], zs = 0.0f;
+  for (int k = 0; k < 8; ++k) a = std::min(a, l[k]), b = std::max(b, h[k]), zs += zz[k];
+  for (; i < n; ++i) a = std::min(a, s[i]), b = std::max(b, s[i]), zs += s[i] * 0.0f;
+  mn = a, mx = b;
+  return zs == 0.0f;
+}
+#endif
+
 #if HVX_X86_DISPATCH
 // NaN-free inputs (the caller checks), so vector min/max equals the scalar scan
 // (a -0.0 / +0.0 choice cannot change scale or shift).
@@ -520,22 +554,30 @@ void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double
   sobel_impl(src, H, W, dx, ksize, dst, nullptr, nullptr);
 }
 
-void sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
+bool sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
                           double* dst, double* lohi) {
-  if (H * W <= 0) return;
+  if (H * W <= 0) return true;
   double mn, mx, a, b;
 #if HVX_X86_DISPATCH
-  if (cpu_has_avx2_fma()) {
-    minmax_f32_avx2(src, H * W, mn, mx);
-  } else {
-    minmax(src, H * W, mn, mx);
-  }
+  const bool finite = cpu_has_avx2_fma() ? minmax_finite_avx2(src, H * W, mn, mx)
+                                         : minmax_finite_plain(src, H * W, mn, mx);
 #else
-  minmax(src, H * W, mn, mx);
+  const bool finite = minmax_finite_plain(src, H * W, mn, mx);
 #endif
+  if (!finite) return false;
   scale_shift(mn, mx, a, b);
   const float norm[2] = {static_cast<float>(a), static_cast<float>(b)};
   sobel_impl(src, H, W, dx, ksize, dst, norm, lohi);
+  return true;
+}
+
+bool all_finite_f32(const float* src, int64_t n) {
+  if (n <= 0) return true;
+  double mn, mx;
+#if HVX_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return minmax_finite_avx2(src, n, mn, mx);
+#endif
+  return minmax_finite_plain(src, n, mn, mx);
 }
 
 void minmax_scale_shift(double mn, double mx, double* scale, double* shift) {

@@ -358,6 +358,25 @@ def test_single_image_bad_input():
         instances_from_hv(np.zeros((4, 4), np.float32), np.zeros((2, 4, 4), np.float32), {})
 
 
+@pytest.mark.parametrize("fg", [0.0, 0.9])  # without foreground too (no Sobel then)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_single_image_nonfinite_rejected(fg, bad):
+    """One bad value anywhere, in either map, is caught by the native passes."""
+    a, h = np.full((33, 40), fg, np.float32), np.zeros((2, 33, 40), np.float32)
+    for where in [(0, 0), (32, 39), (17, 5)]:
+        a_bad = a.copy()
+        a_bad[where] = bad
+        with pytest.raises(ValueError, match="np_prob: expected finite values, got NaN or inf"):
+            instances_from_hv(a_bad, h)
+        for ch in (0, 1):
+            h_bad = h.copy()
+            h_bad[(ch, *where)] = bad
+            with pytest.raises(ValueError, match="hv: expected finite values, got NaN or inf"):
+                instances_from_hv(a, h_bad)
+            with pytest.raises(ValueError, match="hv: expected finite values"):
+                postprocess(a[None], h_bad[None], np.zeros((1, 33, 40), np.int32))
+
+
 def test_native_rejects_bad_params_and_shapes():
     a, h = np.zeros((4, 4), np.float32), np.zeros((2, 4, 4), np.float32)
     kw = dict(
