@@ -80,7 +80,9 @@ int64_t reflect101(int64_t p, int64_t n) {
 struct Workspace {
   std::vector<uint8_t> fg, marker, mask_p;
   std::vector<double> sh, sv, g, dist_p;
-  std::vector<int32_t> lab, lab_p, keep, first, comp_of;
+  std::vector<int32_t> lab_p, first, comp_of;
+  std::vector<uint64_t> mbits;    // markers, bit rows
+  std::vector<LabelRun> mruns;    // marker runs and labels
   std::vector<uint8_t> multi;
   std::vector<FgRun> runs;  // foreground runs and their components
   int32_t ncomp = 0;
@@ -256,27 +258,32 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   energy_relief(ea);
   PP_STAGE(2, "energy");
 
-  uint8_t* marker = ws.marker.data();
-  fill_holes(marker, H, W);
+  // Markers on bit rows: hole filling, opening, labels as runs (raster order).
+  const int64_t words = bit_words(W);
+  resize(ws.mbits, H * words);
+  uint64_t* mb = ws.mbits.data();
+  pack_bits(ws.marker.data(), H, W, mb);
+  fill_holes_bits(mb, H, W);
   PP_STAGE(3, "fill_holes");
-  open_ellipse(marker, H, W, p.opening_ksize);
+  open_ellipse_bits(mb, H, W, p.opening_ksize);
   PP_STAGE(4, "open");
-
-  // Marker labels (raster order), small ones removed, masked by the foreground.
-  resize(ws.lab, n);
-  int32_t* lab = ws.lab.data();
-  const int32_t nlab = label4(marker, H, W, lab, &ws.counts);
+  const int32_t nlab = label4_runs_bits(mb, H, W, ws.mruns, ws.counts);
   PP_STAGE(5, "label");
   if (nlab == 0) {
     std::fill(out, out + n, 0);
     return;
   }
-  // keep[l] = l for markers of >= min_object_size pixels, else 0.
-  std::vector<int32_t>& keep = ws.keep;
-  keep.resize(static_cast<size_t>(nlab) + 1);
-  keep[0] = 0;
-  for (int32_t l = 1; l <= nlab; ++l) keep[l] = ws.counts[l] >= p.min_object_size ? l : 0;
-  const int32_t* kp = keep.data();
+  // Markers of >= min_object_size pixels, masked by the foreground, into lp.
+  auto paint_markers = [&]() {
+    for (const LabelRun& r : ws.mruns) {
+      if (ws.counts[r.label] < p.min_object_size) continue;
+      const uint8_t* fr = fg + static_cast<int64_t>(r.y) * W;
+      int32_t* lo = lp + (r.y + 1) * Wp + 1;
+      for (int32_t x = r.x0; x < r.x1; ++x) lo[x] = fr[x] ? r.label : 0;
+    }
+  };
+  std::memset(lp, 0, static_cast<size_t>(np_) * sizeof(int32_t));
+  paint_markers();
 
   // The flood never leaves a 4-connected foreground component: one with a
   // single marker label is that label throughout, one without markers stays 0,
@@ -288,15 +295,12 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   first.assign(static_cast<size_t>(nc), 0);
   multi.assign(static_cast<size_t>(nc), 0);
   comp_of.assign(static_cast<size_t>(nlab) + 1, -1);
-  std::memset(lp, 0, static_cast<size_t>(np_) * sizeof(int32_t));
   for (const FgRun& r : ws.runs) {
-    const int32_t* lr = lab + static_cast<int64_t>(r.y) * W;
-    int32_t* lo = lp + (r.y + 1) * Wp + 1;
+    const int32_t* lo = lp + (r.y + 1) * Wp + 1;
     int32_t f = first[r.comp];
     int mu = multi[r.comp];
     for (int32_t x = r.x0; x < r.x1; ++x) {
-      const int32_t l = kp[lr[x]];
-      lo[x] = l;
+      const int32_t l = lo[x];
       if (!l) continue;
       comp_of[l] = r.comp;
       if (!f) f = l;
@@ -321,12 +325,10 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     // Seeds of one value in one component: scikit-image's heap on the whole
     // foreground (its layout, which orders them, depends on every marker).
     for (int64_t y = 0; y < H; ++y) {
-      const int32_t* lr = lab + y * W;
-      const uint8_t* fr = fg + y * W;
-      int32_t* lo = lp + (y + 1) * Wp + 1;
-      std::memcpy(mask + (y + 1) * Wp + 1, fr, static_cast<size_t>(W));
-      for (int64_t x = 0; x < W; ++x) lo[x] = fr[x] ? kp[lr[x]] : 0;
+      std::memcpy(mask + (y + 1) * Wp + 1, fg + y * W, static_cast<size_t>(W));
     }
+    std::memset(lp, 0, static_cast<size_t>(np_) * sizeof(int32_t));
+    paint_markers();
     watershed_exact(ws.dist_p.data(), mask, lp, Hp, Wp);
   }
   PP_STAGE(7, "watershed");

@@ -96,6 +96,20 @@ struct FgRun {
 };
 int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size,
                       std::vector<FgRun>* kept = nullptr, int32_t* ncomp = nullptr);
+// Bit-packed masks: H rows of bit_words(W) uint64, pixel x of a row is bit
+// x % 64 of word x / 64; bits past W are 0.
+inline int64_t bit_words(int64_t W) { return (W + 63) / 64; }
+void pack_bits(const uint8_t* m, int64_t H, int64_t W, uint64_t* bits);  // nonzero -> 1
+void unpack_bits(const uint64_t* bits, int64_t H, int64_t W, uint8_t* m);
+// label4 as runs ([x0, x1) on row y, raster order) with their label; sizes[l] =
+// pixels of label l (index 0 unused). Returns the number of labels.
+struct LabelRun {
+  int32_t y, x0, x1, label;
+};
+int32_t label4_runs_bits(const uint64_t* bits, int64_t H, int64_t W, std::vector<LabelRun>& runs,
+                         std::vector<int64_t>& sizes);
+void fill_holes_bits(uint64_t* bits, int64_t H, int64_t W);
+void open_ellipse_bits(uint64_t* bits, int64_t H, int64_t W, int k);
 // scipy.ndimage.binary_fill_holes (cross structure), in place on a 0/1 mask.
 void fill_holes(uint8_t* mask, int64_t H, int64_t W);
 // cv2.morphologyEx(mask, MORPH_OPEN, ellipse(k, k)) with OpenCV's default border.

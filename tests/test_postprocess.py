@@ -93,6 +93,26 @@ def test_binary_steps_match_scipy_and_cv2(seed):
         )
 
 
+@pytest.mark.parametrize("shape", [(1, 64), (3, 65), (40, 128), (9, 129), (70, 200), (130, 7)])
+def test_binary_steps_on_bit_rows_match_across_word_edges(shape):
+    """The bit-packed morphology at widths around and past 64-bit words, large
+    ellipses (half-width > 64) and mask bytes other than 0 / 1."""
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    m = (cv2.GaussianBlur(rng.random(shape), (0, 0), 2.0) > 0.5).astype(np.uint8)
+    m *= rng.integers(1, 256, shape, dtype=np.uint8)  # any nonzero byte is "on"
+    on = (m != 0).astype(np.uint8)
+    np.testing.assert_array_equal(_native._pp_label4(m), ndi.label(on)[0])
+    np.testing.assert_array_equal(_native._pp_fill_holes(m), ndi.binary_fill_holes(on))
+    holes = np.ones(shape, np.uint8)
+    holes[1:-1:3, 1:-1:4] = 0  # many one-pixel holes
+    np.testing.assert_array_equal(_native._pp_fill_holes(holes), ndi.binary_fill_holes(holes))
+    for k in (1, 3, 5, 9, 31, 133):
+        se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        np.testing.assert_array_equal(
+            _native._pp_open_ellipse(m, k), cv2.morphologyEx(on, cv2.MORPH_OPEN, se)
+        )
+
+
 def test_opening_keeps_objects_at_the_image_edge():
     m = np.zeros((8, 8), np.uint8)
     m[:3, :] = 1  # a 3-row band on the top edge survives (the edge does not erode)
