@@ -59,7 +59,9 @@ def test_normalize_matches_cv2(shape):
 
 
 @pytest.mark.parametrize("ksize", [3, 5, 21, 31])
-@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (7, 300), (300, 7), (45, 61)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (2, 3), (7, 300), (300, 7), (45, 61), (64, 9), (95, 40), (200, 70)]
+)
 def test_sobel_matches_cv2_bitwise(ksize, shape):
     rng = np.random.default_rng(ksize)
     x = cv2.normalize(
