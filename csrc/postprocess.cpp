@@ -113,45 +113,46 @@ void resize(std::vector<T>& v, int64_t n) {
 #define HVX_PP_INLINE inline
 #endif
 
-// What the fused per-row pass needs.
+// What the fused foreground pass needs. Only foreground pixels are computed:
+// outside the foreground g and the markers are 0 (g must hold 0 there when
+// the pass starts, the markers are cleared here) and the relief is never read.
 struct EnergyArgs {
   const double* sh;  // Sobel maps (H x W)
   const double* sv;
-  const uint8_t* fg;  // foreground 0 / 1
+  const FgRun* runs;  // foreground runs, raster order
+  size_t nruns;
   double ah, bh, av, bv;  // min-max normalisation of sh / sv
   double thr;
   int64_t H, W, Wp;
   double* g;          // (H x W) (1 - overall) * fg
   uint8_t* marker;    // (H x W) fg & overall < thr
-  double* dist;       // padded (H + 2) x (W + 2): -GaussianBlur(g)
-  uint8_t* mask;      // padded foreground
+  double* dist;       // padded (H + 2) x (W + 2): -GaussianBlur(g) on the foreground
 };
 
-// Gradient energy of row y: overall = max(1 - norm(sh), 1 - norm(sv)) (float32,
-// then float64, >= 0), g = (1 - overall) * fg, marker = fg & !(overall >= thr).
-HVX_PP_INLINE void energy_row(const EnergyArgs& a, int64_t y) {
-  const int64_t W = a.W, o = y * W;
+// Gradient energy on [x0, x1) of row y (all foreground): overall = max(1 -
+// norm(sh), 1 - norm(sv)) (float32, then float64, >= 0), g = 1 - overall (the
+// reference's (1 - overall) * blb), marker = !(overall >= thr).
+HVX_PP_INLINE void energy_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_t x1) {
+  const int64_t o = y * a.W;
   const double* sh = a.sh + o;
   const double* sv = a.sv + o;
-  const uint8_t* fg = a.fg + o;
   double* g = a.g + o;
   uint8_t* mk = a.marker + o;
   const double ah = a.ah, bh = a.bh, av = a.av, bv = a.bv, thr = a.thr;
-  for (int64_t x = 0; x < W; ++x) {  // branch-free: vectorises
+  for (int64_t x = x0; x < x1; ++x) {  // branch-free: vectorises
     const float nh = static_cast<float>(std::fma(sh[x], ah, bh));
     const float nv = static_cast<float>(std::fma(sv[x], av, bv));
     const float p = 1.0f - nh, q = 1.0f - nv;
     double ov = static_cast<double>(p > q ? p : q);
     ov = ov < 0.0 ? 0.0 : ov;
-    const uint8_t f = fg[x];
-    g[x] = (1.0 - ov) * static_cast<double>(f);  // the reference's (1 - overall) * blb
-    mk[x] = static_cast<uint8_t>(f & static_cast<uint8_t>(ov < thr));
+    g[x] = 1.0 - ov;
+    mk[x] = static_cast<uint8_t>(ov < thr);
   }
 }
 
-// Relief of row y (needs g rows y - 1 .. y + 1): dist = -GaussianBlur(g) with
-// OpenCV's order, BORDER_REFLECT_101; the padded mask row is the foreground.
-HVX_PP_INLINE void relief_row(const EnergyArgs& a, int64_t y) {
+// Relief on [x0, x1) of row y (needs g rows y - 1 .. y + 1): dist =
+// -GaussianBlur(g) with OpenCV's order, BORDER_REFLECT_101.
+HVX_PP_INLINE void relief_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_t x1) {
   const int64_t H = a.H, W = a.W;
   const double* gu = a.g + reflect101(y - 1, H) * W;
   const double* gc = a.g + y * W;
@@ -164,23 +165,21 @@ HVX_PP_INLINE void relief_row(const EnergyArgs& a, int64_t y) {
     const double rd = 0.25 * gd[xm] + 0.5 * gd[x] + 0.25 * gd[xp];
     return -((0.5 * rc + 0.0) + 0.25 * (rd + ru));
   };
-  d[0] = at(0);
-  for (int64_t x = 1; x + 1 < W; ++x) {  // products are exact: FMA cannot change it
+  const int64_t lo = std::max<int64_t>(x0, 1), hi = std::min<int64_t>(x1, W - 1);
+  if (x0 == 0) d[0] = at(0);
+  for (int64_t x = lo; x < hi; ++x) {  // products are exact: FMA cannot change it
     const double ru = 0.25 * gu[x - 1] + 0.5 * gu[x] + 0.25 * gu[x + 1];
     const double rc = 0.25 * gc[x - 1] + 0.5 * gc[x] + 0.25 * gc[x + 1];
     const double rd = 0.25 * gd[x - 1] + 0.5 * gd[x] + 0.25 * gd[x + 1];
     d[x] = -((0.5 * rc + 0.0) + 0.25 * (rd + ru));
   }
-  if (W > 1) d[W - 1] = at(W - 1);
-  std::memcpy(a.mask + (y + 1) * a.Wp + 1, a.fg + y * W, static_cast<size_t>(W));
+  if (x1 == W && W > 1) d[W - 1] = at(W - 1);
 }
 
 HVX_PP_INLINE void energy_relief_body(const EnergyArgs& a) {
-  for (int64_t y = 0; y < a.H; ++y) {
-    energy_row(a, y);
-    if (y >= 1) relief_row(a, y - 1);
-  }
-  relief_row(a, a.H - 1);
+  std::memset(a.marker, 0, static_cast<size_t>(a.H * a.W));
+  for (size_t i = 0; i < a.nruns; ++i) energy_run(a, a.runs[i].y, a.runs[i].x0, a.runs[i].x1);
+  for (size_t i = 0; i < a.nruns; ++i) relief_run(a, a.runs[i].y, a.runs[i].x0, a.runs[i].x1);
 }
 
 #if HVX_PP_X86
@@ -242,20 +241,29 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   resize(ws.g, n), resize(ws.marker, n);
   resize(ws.dist_p, np_), resize(ws.mask_p, np_), resize(ws.lab_p, np_);
   EnergyArgs ea;
-  ea.sh = ws.sh.data(), ea.sv = ws.sv.data(), ea.fg = fg;
+  ea.sh = ws.sh.data(), ea.sv = ws.sv.data();
+  ea.runs = ws.runs.data(), ea.nruns = ws.runs.size();
   minmax_scale_shift(lo_h[0], lo_h[1], &ea.ah, &ea.bh);
   minmax_scale_shift(lo_v[0], lo_v[1], &ea.av, &ea.bv);
   ea.thr = p.marker_threshold;
   ea.H = H, ea.W = W, ea.Wp = Wp;
   ea.g = ws.g.data(), ea.marker = ws.marker.data();
-  ea.dist = ws.dist_p.data(), ea.mask = ws.mask_p.data();
+  ea.dist = ws.dist_p.data();
   uint8_t* mask = ws.mask_p.data();
   int32_t* lp = ws.lab_p.data();
   // zero border of the padded mask (the interior is written below)
   std::memset(mask, 0, static_cast<size_t>(Wp));
   std::memset(mask + (Hp - 1) * Wp, 0, static_cast<size_t>(Wp));
   for (int64_t y = 1; y + 1 < Hp; ++y) mask[y * Wp] = 0, mask[y * Wp + Wp - 1] = 0;
+  for (int64_t y = 0; y < H; ++y) {
+    std::memcpy(mask + (y + 1) * Wp + 1, fg + y * W, static_cast<size_t>(W));
+  }
   energy_relief(ea);
+  // g back to 0 on the foreground: the next call relies on it
+  for (const FgRun& r : ws.runs) {
+    std::memset(ws.g.data() + static_cast<int64_t>(r.y) * W + r.x0, 0,
+                static_cast<size_t>(r.x1 - r.x0) * sizeof(double));
+  }
   PP_STAGE(2, "energy");
 
   // Markers on bit rows: hole filling, opening, labels as runs (raster order).
