@@ -87,7 +87,7 @@ struct Workspace {
   std::vector<FgRun> runs;  // foreground runs and their components
   int32_t ncomp = 0;
   std::vector<uint32_t> in_mask;
-  std::vector<int64_t> counts;
+  std::vector<int64_t> counts, cstart, cfill;
 };
 
 Workspace& workspace() {
@@ -316,20 +316,41 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     }
     first[r.comp] = f, multi[r.comp] = static_cast<uint8_t>(mu);
   }
+  // Pixels of the flooded components grouped by component (raster order in
+  // each): each is flooded on its own, so the flood stays in a small region.
   std::vector<uint32_t>& pix = ws.in_mask;
-  pix.clear();
+  std::vector<int64_t>& cstart = ws.cstart;
+  cstart.assign(static_cast<size_t>(nc) + 1, 0);
   for (const FgRun& r : ws.runs) {
     const int64_t base = (r.y + 1) * Wp + 1;
     if (multi[r.comp]) {
-      for (int32_t x = r.x0; x < r.x1; ++x) pix.push_back(static_cast<uint32_t>(base + x));
+      cstart[r.comp + 1] += r.x1 - r.x0;
     } else {
       std::fill(lp + base + r.x0, lp + base + r.x1, first[r.comp]);
       std::memset(mask + base + r.x0, 0, static_cast<size_t>(r.x1 - r.x0));
     }
   }
+  for (int32_t c = 0; c < nc; ++c) cstart[c + 1] += cstart[c];
+  pix.resize(static_cast<size_t>(cstart[nc]));
+  {
+    std::vector<int64_t>& fill = ws.cfill;
+    fill.assign(cstart.begin(), cstart.end() - 1);
+    for (const FgRun& r : ws.runs) {
+      if (!multi[r.comp]) continue;
+      const uint32_t base = static_cast<uint32_t>((r.y + 1) * Wp + 1);
+      uint32_t* o = pix.data() + fill[r.comp];
+      for (int32_t x = r.x0; x < r.x1; ++x) *o++ = base + static_cast<uint32_t>(x);
+      fill[r.comp] += r.x1 - r.x0;
+    }
+  }
   PP_STAGE(6, "ws-prep");
-  if (!pix.empty() &&
-      !watershed_fast(ws.dist_p.data(), mask, lp, Hp, Wp, pix.data(), pix.size(), comp_of.data())) {
+  bool fast = true;
+  for (int32_t c = 0; c < nc && fast; ++c) {
+    if (cstart[c + 1] == cstart[c]) continue;
+    fast = watershed_fast(ws.dist_p.data(), mask, lp, Hp, Wp, pix.data() + cstart[c],
+                          static_cast<size_t>(cstart[c + 1] - cstart[c]), comp_of.data());
+  }
+  if (!fast) {
     // Seeds of one value in one component: scikit-image's heap on the whole
     // foreground (its layout, which orders them, depends on every marker).
     for (int64_t y = 0; y < H; ++y) {
