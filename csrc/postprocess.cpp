@@ -190,10 +190,9 @@ void energy_relief_plain(const EnergyArgs& a) { energy_relief_body(a); }
 
 void energy_relief(const EnergyArgs& a) {
 #if HVX_PP_X86
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
-  if (avx512) return energy_relief_avx512(a);
-  if (avx2) return energy_relief_avx2(a);
+  const int isa = isa_level();
+  if (isa >= 2) return energy_relief_avx512(a);
+  if (isa >= 1) return energy_relief_avx2(a);
 #endif
   energy_relief_plain(a);
 }

@@ -76,6 +76,11 @@ void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double
 // src holds NaN or inf.
 bool sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
                           double* dst, double* lohi);
+// Caps the instruction set of the SIMD kernels (2 AVX-512, 1 AVX2 + FMA, 0
+// plain; clamped); returns the previous cap. For tests: every path must give
+// the same bits. isa_level() is the level in use (cap and CPU).
+int set_isa_limit(int level);
+int isa_level();
 // True when no value is NaN or inf.
 bool all_finite_f32(const float* src, int64_t n);
 // cv2.normalize's scale and shift for a map with min mn and max mx (CV_32F output):

@@ -161,6 +161,40 @@ def test_watershed_plateau_two_markers():
         np.testing.assert_array_equal(_native._pp_watershed(img, markers, mask, exact), ref)
 
 
+@pytest.fixture(params=[0, 1, 2], ids=["plain", "avx2", "avx512"])
+def isa(request):
+    """Runs a test with the SIMD kernels capped at one level (skips levels the CPU lacks)."""
+    prev = _native._pp_set_isa_limit(request.param)
+    try:
+        if _native._pp_isa_level() != request.param:
+            pytest.skip(f"this CPU has no SIMD level {request.param}")
+        yield request.param
+    finally:
+        _native._pp_set_isa_limit(prev)
+
+
+def test_every_simd_path_gives_the_same_bits(isa):
+    """Sobel (all kernels), min-max normalisation and the whole pipeline on each path."""
+    rng = np.random.default_rng(11)
+    for shape in [(1, 1), (5, 3), (70, 33), (130, 257)]:
+        x = cv2.normalize(
+            rng.standard_normal(shape).astype(np.float32) ** 3,
+            None,
+            0,
+            1,
+            cv2.NORM_MINMAX,
+            cv2.CV_32F,
+        )
+        for ksize in (3, 21):
+            for dx in (0, 1):
+                ref = cv2.Sobel(x, cv2.CV_64F, dx, 1 - dx, ksize=ksize)
+                np.testing.assert_array_equal(_native._pp_sobel(x, dx, ksize), ref)
+        ref = cv2.normalize(x * 7 - 2, None, 0, 1, cv2.NORM_MINMAX, cv2.CV_32F)
+        np.testing.assert_array_equal(_native._pp_normalize(x * 7 - 2), ref)
+    for case in synthetic_corpus(n_smooth=2, n_scenes=3, seed=9):
+        check_case(*case[1:])
+
+
 # ---- the whole pipeline ----------------------------------------------------------
 
 
