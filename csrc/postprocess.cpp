@@ -90,6 +90,11 @@ struct Workspace {
   std::vector<int64_t> counts, cstart, cfill;
 };
 
+// Not inlined: in a shared library every access to a thread_local costs a
+// __tls_get_addr call, which GCC would repeat at each use of the reference.
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 Workspace& workspace() {
   static thread_local Workspace ws;
   return ws;

@@ -18,6 +18,11 @@
 #include <vector>
 
 #include "postprocess.hpp"
+#if defined(__GNUC__)
+#define HVX_NOINLINE __attribute__((noinline))
+#else
+#define HVX_NOINLINE
+#endif
 
 // OpenCV's column filter rounds ky[k] * (a +- b) before adding it: a fused
 // multiply-add there changes the last bit. GCC contracts a * b + c by default in
@@ -109,19 +114,27 @@ bool minmax_finite_plain(const float* s, int64_t n, double& mn, double& mx) {
 
 #if HVX_X86_DISPATCH
 HVX_AVX2 bool minmax_finite_avx2(const float* s, int64_t n, double& mn, double& mx) {
-  if (n < 16) return minmax_finite_plain(s, n, mn, mx);
-  __m256 lo = _mm256_loadu_ps(s), hi = lo, z = _mm256_setzero_ps();
+  if (n < 32) return minmax_finite_plain(s, n, mn, mx);
+  // four independent accumulators each: the min / max / add latencies overlap
+  __m256 lo[4], hi[4], z[4];
   const __m256 zero = _mm256_setzero_ps();
+  for (int u = 0; u < 4; ++u) lo[u] = hi[u] = _mm256_loadu_ps(s), z[u] = zero;
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_loadu_ps(s + i);
-    lo = _mm256_min_ps(lo, v), hi = _mm256_max_ps(hi, v);
-    z = _mm256_add_ps(z, _mm256_mul_ps(v, zero));
+  for (; i + 32 <= n; i += 32) {
+    for (int u = 0; u < 4; ++u) {
+      const __m256 v = _mm256_loadu_ps(s + i + 8 * u);
+      lo[u] = _mm256_min_ps(lo[u], v), hi[u] = _mm256_max_ps(hi[u], v);
+      z[u] = _mm256_add_ps(z[u], _mm256_mul_ps(v, zero));
+    }
   }
-  alignas(32) float l[8], h[8], zz[8];
-  _mm256_store_ps(l, lo), _mm256_store_ps(h, hi), _mm256_store_ps(zz, z);
-  float a = l[0], b = h[0], zs = 0.0f;
-  for (int k = 0; k < 8; ++k) a = std::min(a, l[k]), b = std::max(b, h[k]), zs += zz[k];
+  alignas(32) float l[4][8], h[4][8], zz[4][8];
+  for (int u = 0; u < 4; ++u) {
+    _mm256_store_ps(l[u], lo[u]), _mm256_store_ps(h[u], hi[u]), _mm256_store_ps(zz[u], z[u]);
+  }
+  float a = l[0][0], b = h[0][0], zs = 0.0f;
+  for (int u = 0; u < 4; ++u) {
+    for (int k = 0; k < 8; ++k) a = std::min(a, l[u][k]), b = std::max(b, h[u][k]), zs += zz[u][k];
+  }
   for (; i < n; ++i) a = std::min(a, s[i]), b = std::max(b, s[i]), zs += s[i] * 0.0f;
   mn = a, mx = b;
   return zs == 0.0f;
@@ -502,6 +515,17 @@ void sobel_taps(int K, bool deriv, std::vector<double>& k) {
   }
 }
 
+struct SepScratch {
+  std::vector<double> ring, ext;
+  std::vector<int64_t> xmap, ymap;
+};
+// One call per use: in a shared library every access to a thread_local costs a
+// __tls_get_addr call, which GCC repeats inside loops.
+HVX_NOINLINE SepScratch& sep_scratch() {
+  static thread_local SepScratch s;
+  return s;
+}
+
 // Separable correlation of float32 src with row taps kx, column taps ky (OpenCV
 // order). Rows are filtered in bands of kBand output rows into a ring of
 // kBand + K - 1 row-pass rows (about 180 KB at 256 columns: it stays in L2
@@ -516,8 +540,11 @@ void sep_filter(const float* src, int64_t H, int64_t W, const std::vector<double
   const int r = K / 2;
   const int64_t kBand = 64;
   const int64_t C = kBand + 2 * r;  // ring rows: every source row a band needs
-  static thread_local std::vector<double> ring, ext;
-  static thread_local std::vector<int64_t> xmap, ymap;
+  SepScratch& sc = sep_scratch();
+  std::vector<double>& ring = sc.ring;
+  std::vector<double>& ext = sc.ext;
+  std::vector<int64_t>& xmap = sc.xmap;
+  std::vector<int64_t>& ymap = sc.ymap;
   // Row stride of an odd number of cache lines: with a power-of-two stride the K
   // rows the column pass reads would share a few L1 sets and evict each other.
   int64_t Ws = (W + 7) / 8 * 8;

@@ -9,6 +9,11 @@
 #include <vector>
 
 #include "postprocess.hpp"
+#if defined(__GNUC__)
+#define HVX_NOINLINE __attribute__((noinline))
+#else
+#define HVX_NOINLINE
+#endif
 
 namespace hvx {
 namespace pp {
@@ -136,7 +141,15 @@ struct Runs {
   }
 };
 
-Runs& runs_ws() {
+// One call per use: in a shared library every access to a thread_local costs a
+// __tls_get_addr call, which GCC repeats inside loops.
+template <typename T, int Tag>
+HVX_NOINLINE T& scratch() {
+  static thread_local T t;
+  return t;
+}
+
+HVX_NOINLINE Runs& runs_ws() {
   static thread_local Runs r;
   return r;
 }
@@ -184,7 +197,7 @@ int32_t label4_runs_bits(const uint64_t* bits, int64_t H, int64_t W, std::vector
   const int32_t nr = static_cast<int32_t>(R.y.size());
   // Roots are the earliest run of their component, so numbering roots in run
   // order numbers components by their first pixel in raster order (scipy's order).
-  static thread_local std::vector<int32_t> lab;
+  std::vector<int32_t>& lab = scratch<std::vector<int32_t>, 0>();
   lab.assign(static_cast<size_t>(nr), 0);
   runs.resize(static_cast<size_t>(nr));
   sizes.assign(1, 0);
@@ -220,8 +233,8 @@ int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size,
   Runs& R = runs_ws();
   R.build(mask, H, W, 1);
   const int32_t nr = static_cast<int32_t>(R.y.size());
-  static thread_local std::vector<int64_t> size;
-  static thread_local std::vector<int32_t> comp;
+  std::vector<int64_t>& size = scratch<std::vector<int64_t>, 1>();
+  std::vector<int32_t>& comp = scratch<std::vector<int32_t>, 2>();
   size.assign(static_cast<size_t>(nr), 0);
   for (int32_t i = 0; i < nr; ++i) size[R.find(i)] += R.x1[i] - R.x0[i];
   if (kept) kept->clear(), comp.assign(static_cast<size_t>(nr), -1);
@@ -251,7 +264,7 @@ void fill_holes_bits(uint64_t* bits, int64_t H, int64_t W) {
   Runs& R = runs_ws();
   R.build_bits(bits, H, W, words, false);
   const int32_t nr = static_cast<int32_t>(R.y.size());
-  static thread_local std::vector<uint8_t> outside;
+  std::vector<uint8_t>& outside = scratch<std::vector<uint8_t>, 3>();
   outside.assign(static_cast<size_t>(nr), 0);
   for (int32_t i = 0; i < nr; ++i) {
     if (R.y[i] == 0 || R.y[i] == H - 1 || R.x0[i] == 0 || R.x1[i] == W) outside[R.find(i)] = 1;
@@ -306,7 +319,8 @@ void ellipse_pass_bits(const uint64_t* src, int64_t H, int64_t W, const std::vec
   ds.erase(std::remove(ds.begin(), ds.end(), -1), ds.end());
   const int dmax = ds.empty() ? 0 : ds.back();
   const int64_t F = dmax / 64 + 1;  // fill words each side
-  static thread_local std::vector<uint64_t> hz, ext;
+  std::vector<uint64_t>& hz = scratch<std::vector<uint64_t>, 4>();
+  std::vector<uint64_t>& ext = scratch<std::vector<uint64_t>, 5>();
   hz.resize(ds.size() * static_cast<size_t>(H * words));
   ext.resize(static_cast<size_t>(words + 2 * F));
   // Horizontal AND / OR over [x - d, x + d] for each distinct half-width d.
@@ -357,7 +371,7 @@ void ellipse_pass_bits(const uint64_t* src, int64_t H, int64_t W, const std::vec
 void open_ellipse_bits(uint64_t* bits, int64_t H, int64_t W, int k) {
   if (k <= 1 || H <= 0 || W <= 0) return;
   const std::vector<int> half = ellipse_rows(k);
-  static thread_local std::vector<uint64_t> tmp;
+  std::vector<uint64_t>& tmp = scratch<std::vector<uint64_t>, 6>();
   tmp.resize(static_cast<size_t>(H * bit_words(W)));
   ellipse_pass_bits(bits, H, W, half, true, tmp.data());
   ellipse_pass_bits(tmp.data(), H, W, half, false, bits);

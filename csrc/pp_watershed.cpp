@@ -26,6 +26,11 @@
 #include <vector>
 
 #include "postprocess.hpp"
+#if defined(__GNUC__)
+#define HVX_NOINLINE __attribute__((noinline))
+#else
+#define HVX_NOINLINE
+#endif
 
 // Lets GCC vectorise the float selects of the bucket sort (values unchanged).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -207,7 +212,7 @@ class RankQueue {
       vmin = vals[j] < vmin ? vals[j] : vmin;
       vmax = vals[j] > vmax ? vals[j] : vmax;
     }
-    const size_t nb = std::max<size_t>(1, std::min<size_t>(m / 2, size_t{1} << 16));
+    const size_t nb = std::max<size_t>(1, std::min<size_t>(m, size_t{1} << 16));
     double scale = vmax > vmin ? static_cast<double>(nb) / (vmax - vmin) : 0.0;
     if (!(scale < HUGE_VAL)) scale = 0.0;  // overflowing range: one bucket
     const double top = static_cast<double>(nb - 1);
@@ -259,9 +264,24 @@ class RankQueue {
 
 }  // namespace
 
+namespace {
+struct FastScratch {
+  std::vector<uint32_t> seeds, cand;
+  RankQueue rq;
+};
+// One call per use: in a shared library every access to a thread_local costs a
+// __tls_get_addr call, which GCC repeats inside loops.
+HVX_NOINLINE FastScratch& fast_scratch() {
+  static thread_local FastScratch s;
+  return s;
+}
+}  // namespace
+
 bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
                     const uint32_t* in_mask, size_t n_in_mask, const int32_t* comp_of_label) {
-  static thread_local std::vector<uint32_t> seeds, cand;
+  FastScratch& scratch = fast_scratch();
+  std::vector<uint32_t>& seeds = scratch.seeds;
+  std::vector<uint32_t>& cand = scratch.cand;
   seeds.clear();
   cand.clear();
   // Only the active markers and the unlabelled in-mask pixels are ever queued,
@@ -278,15 +298,26 @@ bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_
     }
   }
   if (seeds.empty()) return true;
-  static thread_local RankQueue rq;
   cand.insert(cand.end(), seeds.begin(), seeds.end());
-  return rq.flood(img, lab, mask, Hp, Wp, cand, seeds, comp_of_label);
+  return scratch.rq.flood(img, lab, mask, Hp, Wp, cand, seeds, comp_of_label);
 }
+
+namespace {
+struct ExactScratch {
+  Heap heap;
+  std::vector<uint32_t> all_markers;
+};
+HVX_NOINLINE ExactScratch& exact_scratch() {
+  static thread_local ExactScratch s;
+  return s;
+}
+}  // namespace
 
 void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
                      int64_t Wp) {
-  static thread_local Heap heap;
-  static thread_local std::vector<uint32_t> all_markers;
+  ExactScratch& sc = exact_scratch();
+  Heap& heap = sc.heap;
+  std::vector<uint32_t>& all_markers = sc.all_markers;
   all_markers.clear();
   size_t m = 0;
   for (int64_t i = Wp; i < (Hp - 1) * Wp; ++i) {
@@ -301,7 +332,8 @@ void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64
 // border; lab holds the markers (zero outside the mask).
 void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
                       int64_t Wp, bool exact_heap) {
-  static thread_local std::vector<uint32_t> pix;
+  static thread_local std::vector<uint32_t> pix_tls;
+  std::vector<uint32_t>& pix = pix_tls;
   const int64_t n = Hp * Wp;
   if (Hp < 3 || Wp < 3) return;
   if (!exact_heap) {
