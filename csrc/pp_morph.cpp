@@ -65,9 +65,15 @@ struct Runs {
     for (; x + 8 <= W; x += 8) {
       uint64_t w;
       std::memcpy(&w, row + x, 8);
-      // want nonzero: stop when any byte is nonzero; want zero: when any byte is 0
-      const bool stop = want ? w != 0 : ((w - lo) & ~w & hi) != 0;
-      if (stop) break;
+      // want nonzero: the nonzero bytes; want zero: the lowest set bit of
+      // (w - lo) & ~w & hi marks the first zero byte exactly
+      const uint64_t hit = want ? w : ((w - lo) & ~w & hi);
+      if (!hit) continue;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      return x + (ctz64(hit) >> 3);
+#else
+      break;
+#endif
     }
     while (x < W && (row[x] != 0) != want) ++x;
     return x;
