@@ -3,6 +3,7 @@
 // the Sobel maps and their min/max need the whole tile, but the gradient energy,
 // the relief, the markers and the flood are computed on foreground pixels only.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -80,7 +81,7 @@ int64_t reflect101(int64_t p, int64_t n) {
 struct Workspace {
   std::vector<uint8_t> fg, marker, mask_p;
   std::vector<double> sh, sv, g, dist_p;
-  std::vector<int32_t> lab_p, first, comp_of;
+  std::vector<int32_t> lab_p, first;
   std::vector<uint64_t> mbits;    // markers, bit rows
   std::vector<LabelRun> mruns;    // marker runs and labels
   std::vector<uint8_t> multi;
@@ -303,22 +304,20 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   const int32_t nc = ws.ncomp;
   std::vector<int32_t>& first = ws.first;
   std::vector<uint8_t>& multi = ws.multi;
-  std::vector<int32_t>& comp_of = ws.comp_of;
   first.assign(static_cast<size_t>(nc), 0);
   multi.assign(static_cast<size_t>(nc), 0);
-  comp_of.assign(static_cast<size_t>(nlab) + 1, -1);
   for (const FgRun& r : ws.runs) {
     const int32_t* lo = lp + (r.y + 1) * Wp + 1;
-    int32_t f = first[r.comp];
-    int mu = multi[r.comp];
-    for (int32_t x = r.x0; x < r.x1; ++x) {
+    int32_t mn = INT32_MAX, mx = 0;  // smallest / largest label on the run
+    for (int32_t x = r.x0; x < r.x1; ++x) {  // branch-free: vectorises
       const int32_t l = lo[x];
-      if (!l) continue;
-      comp_of[l] = r.comp;
-      if (!f) f = l;
-      mu |= f != l;
+      mn = std::min(mn, l ? l : INT32_MAX);
+      mx = std::max(mx, l);
     }
-    first[r.comp] = f, multi[r.comp] = static_cast<uint8_t>(mu);
+    if (!mx) continue;
+    int32_t& f = first[r.comp];
+    if (!f) f = mn;
+    multi[r.comp] |= static_cast<uint8_t>(mn != mx || f != mn);
   }
   // Pixels of the flooded components grouped by component (raster order in
   // each): each is flooded on its own, so the flood stays in a small region.
@@ -351,8 +350,9 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   bool fast = true;
   for (int32_t c = 0; c < nc && fast; ++c) {
     if (cstart[c + 1] == cstart[c]) continue;
+    // one component per call: seeds tied in value matter only within it
     fast = watershed_fast(ws.dist_p.data(), mask, lp, Hp, Wp, pix.data() + cstart[c],
-                          static_cast<size_t>(cstart[c + 1] - cstart[c]), comp_of.data());
+                          static_cast<size_t>(cstart[c + 1] - cstart[c]));
   }
   if (!fast) {
     // Seeds of one value in one component: scikit-image's heap on the whole

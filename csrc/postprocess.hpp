@@ -128,11 +128,12 @@ void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W,
 void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
                       int64_t Wp, bool exact_heap = false);
 // Its fast path: `in_mask` lists the n_in_mask in-mask indices in ascending
-// order; comp_of_label (optional) maps each marker label to its mask component.
-// Returns false, touching nothing, when seeds of one value would need
-// scikit-image's heap layout to order them (then call watershed_exact).
+// order (a whole mask, or whole 4-connected components of it: the flood never
+// crosses between components). Returns false, touching nothing, when seeds of
+// one value and different labels would need scikit-image's heap layout to
+// order them (then call watershed_exact on the whole mask).
 bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
-                    const uint32_t* in_mask, size_t n_in_mask, const int32_t* comp_of_label);
+                    const uint32_t* in_mask, size_t n_in_mask);
 // scikit-image's heap flood itself (every marker pushed in raster order).
 void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
                      int64_t Wp);

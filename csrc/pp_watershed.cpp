@@ -136,8 +136,7 @@ void flood(const double* img, const uint8_t* mask, int32_t* lab, int64_t Wp,
 class RankQueue {
  public:
   bool flood(const double* img, int32_t* lab, const uint8_t* mask, int64_t Hp, int64_t Wp,
-             const std::vector<uint32_t>& pix, const std::vector<uint32_t>& seeds,
-             const int32_t* comp_of_label) {
+             const std::vector<uint32_t>& pix, const std::vector<uint32_t>& seeds) {
     const int64_t n = Hp * Wp;
     pix_.assign(pix.begin(), pix.end());
     const size_t m = pix_.size();
@@ -157,11 +156,11 @@ class RankQueue {
       const uint32_t r = rank_[sidx];
       // Seeds of one value pop one after the other in an order set by the heap
       // layout. That order cannot change the result when they have the same
-      // label (their pushes form one block of ages, all of that label) or lie
-      // in different mask components (which never meet); otherwise fall back.
+      // label (their pushes form one block of ages, all of that label);
+      // otherwise fall back. (Seeds in different mask components never meet:
+      // the caller may flood components one call each.)
       for (int32_t q = head_[r]; q >= 0; q = next_[q]) {
-        const int32_t a = lab[q], b = lab[sidx];
-        if (a != b && (!comp_of_label || comp_of_label[a] == comp_of_label[b])) return false;
+        if (lab[q] != lab[sidx]) return false;
       }
       push(sidx, r);
       cur = std::min(cur, r);
@@ -278,7 +277,7 @@ HVX_NOINLINE FastScratch& fast_scratch() {
 }  // namespace
 
 bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
-                    const uint32_t* in_mask, size_t n_in_mask, const int32_t* comp_of_label) {
+                    const uint32_t* in_mask, size_t n_in_mask) {
   FastScratch& scratch = fast_scratch();
   std::vector<uint32_t>& seeds = scratch.seeds;
   std::vector<uint32_t>& cand = scratch.cand;
@@ -299,7 +298,7 @@ bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_
   }
   if (seeds.empty()) return true;
   cand.insert(cand.end(), seeds.begin(), seeds.end());
-  return scratch.rq.flood(img, lab, mask, Hp, Wp, cand, seeds, comp_of_label);
+  return scratch.rq.flood(img, lab, mask, Hp, Wp, cand, seeds);
 }
 
 namespace {
@@ -343,7 +342,7 @@ void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int6
       pix[cnt] = static_cast<uint32_t>(i);
       cnt += mask[i] != 0;
     }
-    if (watershed_fast(img, mask, lab, Hp, Wp, pix.data(), cnt, nullptr)) return;
+    if (watershed_fast(img, mask, lab, Hp, Wp, pix.data(), cnt)) return;
   }
   // A tie among seeds (nothing was labelled yet): scikit-image's heap.
   watershed_exact(img, mask, lab, Hp, Wp);

@@ -151,6 +151,34 @@ def test_watershed_matches_skimage_with_ties_and_plateaus(exact_heap, levels):
         np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_watershed_matches_skimage_with_blob_markers_and_ties(seed):
+    """Markers of many pixels (seeds of one label tied in value), several labels
+    tied with each other, and a mask of several components."""
+    rng = np.random.default_rng(100 + seed)
+    h, w = (int(v) for v in rng.integers(20, 70, 2))
+    img = np.round(cv2.GaussianBlur(rng.random((h, w)), (0, 0), 2.0) * 6) / 6
+    mask = (cv2.GaussianBlur(rng.random((h, w)), (0, 0), 3.0) > 0.47).astype(np.uint8)
+    markers = ndi.label((img <= np.quantile(img, 0.2)) & (mask > 0))[0].astype(np.int32)
+    if seed % 2:  # plus single-pixel markers sharing values with the blobs
+        idx = rng.choice(h * w, size=8, replace=False)
+        markers.flat[idx] = markers.max() + np.arange(1, 9)
+        markers *= mask
+    ref = watershed(img, markers=markers, mask=mask.astype(bool))
+    for exact in (False, True):
+        np.testing.assert_array_equal(_native._pp_watershed(img, markers, mask, exact), ref)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pipeline_matches_reference_with_quantised_maps(seed):
+    """Coarsely quantised head outputs: many exact ties in the relief (seeds of
+    one value, same and different labels, in one or several components)."""
+    rng = np.random.default_rng(200 + seed)
+    np_prob, hv, types = nuclei_scene(rng, 96, 112, 40, 0.1)
+    q = (2, 4, 8, 16)[seed]
+    check_case(np.round(np_prob * 2) / 2, np.round(hv * q) / q, types)
+
+
 def test_watershed_plateau_two_markers():
     img = np.zeros((5, 9))
     markers = np.zeros((5, 9), np.int32)
