@@ -347,7 +347,7 @@ static void bind_postprocess(py::module_& m) {
         py::arg("np_threshold"), py::arg("min_object_size"), py::arg("sobel_ksize"),
         py::arg("marker_threshold"), py::arg("opening_ksize"), py::arg("gaussian_ksize"),
         "SPEC 3a instance map of one image: np (H, W) float32, hv (2, H, W) float32 -> "
-        "(H, W) int32. Inputs must be finite (hvx.postprocess checks).");
+        "(H, W) int32. NaN or inf raise ValueError.");
   m.def("pp_instance_table", &py_instance_table, py::arg("inst"), py::arg("types"),
         "SPEC 3b records: (id, type, type_prob, centroid_yx, bbox, area, contour_xy, "
         "contour_offsets).");
@@ -400,6 +400,10 @@ static void bind_postprocess(py::module_& m) {
     hvx::pp::open_ellipse(out.mutable_data(), x.shape(0), x.shape(1), k);
     return out;
   });
+  m.def("_pp_set_isa_limit", &hvx::pp::set_isa_limit, py::arg("level"),
+        "Caps the SIMD level of the post-processing kernels (2 AVX-512, 1 AVX2, 0 plain); "
+        "returns the previous cap. For tests.");
+  m.def("_pp_isa_level", &hvx::pp::isa_level, "SIMD level in use (cap and CPU).");
   m.def("_pp_watershed", [](f64arr image, i32arr markers, u8arr mask, bool exact_heap) {
     require(image.ndim() == 2, "image", image);
     require(markers.ndim() == 2 && markers.shape(0) == image.shape(0) &&

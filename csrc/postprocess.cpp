@@ -3,7 +3,10 @@
 // the Sobel maps and their min/max need the whole tile, but the gradient energy,
 // the relief, the markers and the flood are computed on foreground pixels only.
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdio>
+#include <ctime>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -23,6 +26,26 @@
 
 namespace hvx {
 namespace pp {
+
+// Stage timers for development (g++ -DHVX_PP_PROFILE ...); compiled out otherwise.
+#ifdef HVX_PP_PROFILE
+double g_stage[16];
+const char* g_stage_name[16];
+static double pp_now() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+#define PP_T0 double pp_t_ = pp_now()
+#define PP_STAGE(i, name)                                       \
+  do {                                                          \
+    const double pp_n_ = pp_now();                              \
+    g_stage[i] += pp_n_ - pp_t_, g_stage_name[i] = name, pp_t_ = pp_n_; \
+  } while (0)
+#else
+#define PP_T0 (void)0
+#define PP_STAGE(i, name) (void)0
+#endif
 
 
 void validate_params(const Params& p) {
@@ -58,11 +81,21 @@ int64_t reflect101(int64_t p, int64_t n) {
 struct Workspace {
   std::vector<uint8_t> fg, marker, mask_p;
   std::vector<double> sh, sv, g, dist_p;
-  std::vector<int32_t> lab, lab_p, keep;
-  std::vector<int64_t> counts;
+  std::vector<int32_t> lab_p, first;
+  std::vector<uint64_t> mbits;    // markers, bit rows
+  std::vector<LabelRun> mruns;    // marker runs and labels
+  std::vector<uint8_t> multi;
+  std::vector<FgRun> runs;  // foreground runs and their components
+  int32_t ncomp = 0;
   std::vector<uint32_t> in_mask;
+  std::vector<int64_t> counts, cstart, cfill;
 };
 
+// Not inlined: in a shared library every access to a thread_local costs a
+// __tls_get_addr call, which GCC would repeat at each use of the reference.
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 Workspace& workspace() {
   static thread_local Workspace ws;
   return ws;
@@ -86,45 +119,46 @@ void resize(std::vector<T>& v, int64_t n) {
 #define HVX_PP_INLINE inline
 #endif
 
-// What the fused per-row pass needs.
+// What the fused foreground pass needs. Only foreground pixels are computed:
+// outside the foreground g and the markers are 0 (g must hold 0 there when
+// the pass starts, the markers are cleared here) and the relief is never read.
 struct EnergyArgs {
   const double* sh;  // Sobel maps (H x W)
   const double* sv;
-  const uint8_t* fg;  // foreground 0 / 1
+  const FgRun* runs;  // foreground runs, raster order
+  size_t nruns;
   double ah, bh, av, bv;  // min-max normalisation of sh / sv
   double thr;
   int64_t H, W, Wp;
   double* g;          // (H x W) (1 - overall) * fg
   uint8_t* marker;    // (H x W) fg & overall < thr
-  double* dist;       // padded (H + 2) x (W + 2): -GaussianBlur(g)
-  uint8_t* mask;      // padded foreground
+  double* dist;       // padded (H + 2) x (W + 2): -GaussianBlur(g) on the foreground
 };
 
-// Gradient energy of row y: overall = max(1 - norm(sh), 1 - norm(sv)) (float32,
-// then float64, >= 0), g = (1 - overall) * fg, marker = fg & !(overall >= thr).
-HVX_PP_INLINE void energy_row(const EnergyArgs& a, int64_t y) {
-  const int64_t W = a.W, o = y * W;
+// Gradient energy on [x0, x1) of row y (all foreground): overall = max(1 -
+// norm(sh), 1 - norm(sv)) (float32, then float64, >= 0), g = 1 - overall (the
+// reference's (1 - overall) * blb), marker = !(overall >= thr).
+HVX_PP_INLINE void energy_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_t x1) {
+  const int64_t o = y * a.W;
   const double* sh = a.sh + o;
   const double* sv = a.sv + o;
-  const uint8_t* fg = a.fg + o;
   double* g = a.g + o;
   uint8_t* mk = a.marker + o;
   const double ah = a.ah, bh = a.bh, av = a.av, bv = a.bv, thr = a.thr;
-  for (int64_t x = 0; x < W; ++x) {  // branch-free: vectorises
+  for (int64_t x = x0; x < x1; ++x) {  // branch-free: vectorises
     const float nh = static_cast<float>(std::fma(sh[x], ah, bh));
     const float nv = static_cast<float>(std::fma(sv[x], av, bv));
     const float p = 1.0f - nh, q = 1.0f - nv;
     double ov = static_cast<double>(p > q ? p : q);
     ov = ov < 0.0 ? 0.0 : ov;
-    const uint8_t f = fg[x];
-    g[x] = (1.0 - ov) * static_cast<double>(f);  // the reference's (1 - overall) * blb
-    mk[x] = static_cast<uint8_t>(f & static_cast<uint8_t>(ov < thr));
+    g[x] = 1.0 - ov;
+    mk[x] = static_cast<uint8_t>(ov < thr);
   }
 }
 
-// Relief of row y (needs g rows y - 1 .. y + 1): dist = -GaussianBlur(g) with
-// OpenCV's order, BORDER_REFLECT_101; the padded mask row is the foreground.
-HVX_PP_INLINE void relief_row(const EnergyArgs& a, int64_t y) {
+// Relief on [x0, x1) of row y (needs g rows y - 1 .. y + 1): dist =
+// -GaussianBlur(g) with OpenCV's order, BORDER_REFLECT_101.
+HVX_PP_INLINE void relief_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_t x1) {
   const int64_t H = a.H, W = a.W;
   const double* gu = a.g + reflect101(y - 1, H) * W;
   const double* gc = a.g + y * W;
@@ -137,23 +171,21 @@ HVX_PP_INLINE void relief_row(const EnergyArgs& a, int64_t y) {
     const double rd = 0.25 * gd[xm] + 0.5 * gd[x] + 0.25 * gd[xp];
     return -((0.5 * rc + 0.0) + 0.25 * (rd + ru));
   };
-  d[0] = at(0);
-  for (int64_t x = 1; x + 1 < W; ++x) {  // products are exact: FMA cannot change it
+  const int64_t lo = std::max<int64_t>(x0, 1), hi = std::min<int64_t>(x1, W - 1);
+  if (x0 == 0) d[0] = at(0);
+  for (int64_t x = lo; x < hi; ++x) {  // products are exact: FMA cannot change it
     const double ru = 0.25 * gu[x - 1] + 0.5 * gu[x] + 0.25 * gu[x + 1];
     const double rc = 0.25 * gc[x - 1] + 0.5 * gc[x] + 0.25 * gc[x + 1];
     const double rd = 0.25 * gd[x - 1] + 0.5 * gd[x] + 0.25 * gd[x + 1];
     d[x] = -((0.5 * rc + 0.0) + 0.25 * (rd + ru));
   }
-  if (W > 1) d[W - 1] = at(W - 1);
-  std::memcpy(a.mask + (y + 1) * a.Wp + 1, a.fg + y * W, static_cast<size_t>(W));
+  if (x1 == W && W > 1) d[W - 1] = at(W - 1);
 }
 
 HVX_PP_INLINE void energy_relief_body(const EnergyArgs& a) {
-  for (int64_t y = 0; y < a.H; ++y) {
-    energy_row(a, y);
-    if (y >= 1) relief_row(a, y - 1);
-  }
-  relief_row(a, a.H - 1);
+  std::memset(a.marker, 0, static_cast<size_t>(a.H * a.W));
+  for (size_t i = 0; i < a.nruns; ++i) energy_run(a, a.runs[i].y, a.runs[i].x0, a.runs[i].x1);
+  for (size_t i = 0; i < a.nruns; ++i) relief_run(a, a.runs[i].y, a.runs[i].x0, a.runs[i].x1);
 }
 
 #if HVX_PP_X86
@@ -164,10 +196,9 @@ void energy_relief_plain(const EnergyArgs& a) { energy_relief_body(a); }
 
 void energy_relief(const EnergyArgs& a) {
 #if HVX_PP_X86
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
-  if (avx512) return energy_relief_avx512(a);
-  if (avx2) return energy_relief_avx2(a);
+  const int isa = isa_level();
+  if (isa >= 2) return energy_relief_avx512(a);
+  if (isa >= 1) return energy_relief_avx2(a);
 #endif
   energy_relief_plain(a);
 }
@@ -179,22 +210,35 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   validate_params(p);
   const int64_t n = H * W;
   if (n == 0) return;
+  PP_T0;
   Workspace& ws = workspace();
   resize(ws.fg, n);
   uint8_t* fg = ws.fg.data();
   const float thr_np = p.np_threshold;
-  for (int64_t i = 0; i < n; ++i) fg[i] = np[i] >= thr_np ? 1 : 0;
-  if (remove_small4(fg, H, W, p.min_object_size) == 0) {
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) {  // x - x is 0 for finite x, else NaN
+    const float x = np[i];
+    fg[i] = x >= thr_np ? 1 : 0;
+    bad |= !(x - x == 0.0f);
+  }
+  if (bad) throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
+  static const char* const kHvBad = "hv: expected finite values, got NaN or inf";
+  if (remove_small4(fg, H, W, p.min_object_size, &ws.runs, &ws.ncomp) == 0) {
+    if (!all_finite_f32(h, n) || !all_finite_f32(v, n)) throw std::invalid_argument(kHvBad);
     std::fill(out, out + n, 0);
     return;
   }
+  PP_STAGE(0, "fg+small");
 
   // Sobel of the min-max normalised maps (whole tile: their min / max matter),
   // the normalisation fused into the row pass and the min / max into the column pass.
   resize(ws.sh, n), resize(ws.sv, n);
   double lo_h[2], lo_v[2];
-  sobel_normalized_f64(h, H, W, 1, p.sobel_ksize, ws.sh.data(), lo_h);
-  sobel_normalized_f64(v, H, W, 0, p.sobel_ksize, ws.sv.data(), lo_v);
+  if (!sobel_normalized_f64(h, H, W, 1, p.sobel_ksize, ws.sh.data(), lo_h) ||
+      !sobel_normalized_f64(v, H, W, 0, p.sobel_ksize, ws.sv.data(), lo_v)) {
+    throw std::invalid_argument(kHvBad);
+  }
+  PP_STAGE(1, "sobel");
 
   // One pass: gradient energy, markers, g = (1 - overall) * fg and the padded
   // relief -GaussianBlur(g) and mask for the flood.
@@ -202,61 +246,129 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   resize(ws.g, n), resize(ws.marker, n);
   resize(ws.dist_p, np_), resize(ws.mask_p, np_), resize(ws.lab_p, np_);
   EnergyArgs ea;
-  ea.sh = ws.sh.data(), ea.sv = ws.sv.data(), ea.fg = fg;
+  ea.sh = ws.sh.data(), ea.sv = ws.sv.data();
+  ea.runs = ws.runs.data(), ea.nruns = ws.runs.size();
   minmax_scale_shift(lo_h[0], lo_h[1], &ea.ah, &ea.bh);
   minmax_scale_shift(lo_v[0], lo_v[1], &ea.av, &ea.bv);
   ea.thr = p.marker_threshold;
   ea.H = H, ea.W = W, ea.Wp = Wp;
   ea.g = ws.g.data(), ea.marker = ws.marker.data();
-  ea.dist = ws.dist_p.data(), ea.mask = ws.mask_p.data();
+  ea.dist = ws.dist_p.data();
   uint8_t* mask = ws.mask_p.data();
   int32_t* lp = ws.lab_p.data();
   // zero border of the padded mask (the interior is written below)
   std::memset(mask, 0, static_cast<size_t>(Wp));
   std::memset(mask + (Hp - 1) * Wp, 0, static_cast<size_t>(Wp));
   for (int64_t y = 1; y + 1 < Hp; ++y) mask[y * Wp] = 0, mask[y * Wp + Wp - 1] = 0;
+  for (int64_t y = 0; y < H; ++y) {
+    std::memcpy(mask + (y + 1) * Wp + 1, fg + y * W, static_cast<size_t>(W));
+  }
   energy_relief(ea);
+  // g back to 0 on the foreground: the next call relies on it
+  for (const FgRun& r : ws.runs) {
+    std::memset(ws.g.data() + static_cast<int64_t>(r.y) * W + r.x0, 0,
+                static_cast<size_t>(r.x1 - r.x0) * sizeof(double));
+  }
+  PP_STAGE(2, "energy");
 
-  uint8_t* marker = ws.marker.data();
-  fill_holes(marker, H, W);
-  open_ellipse(marker, H, W, p.opening_ksize);
-
-  // Marker labels (raster order), small ones removed, masked by the foreground.
-  resize(ws.lab, n);
-  int32_t* lab = ws.lab.data();
-  const int32_t nlab = label4(marker, H, W, lab, &ws.counts);
+  // Markers on bit rows: hole filling, opening, labels as runs (raster order).
+  const int64_t words = bit_words(W);
+  resize(ws.mbits, H * words);
+  uint64_t* mb = ws.mbits.data();
+  pack_bits(ws.marker.data(), H, W, mb);
+  fill_holes_bits(mb, H, W);
+  PP_STAGE(3, "fill_holes");
+  open_ellipse_bits(mb, H, W, p.opening_ksize);
+  PP_STAGE(4, "open");
+  const int32_t nlab = label4_runs_bits(mb, H, W, ws.mruns, ws.counts);
+  PP_STAGE(5, "label");
   if (nlab == 0) {
     std::fill(out, out + n, 0);
     return;
   }
-  // keep[l] = l for markers of >= min_object_size pixels, else 0.
-  std::vector<int32_t>& keep = ws.keep;
-  keep.resize(static_cast<size_t>(nlab) + 1);
-  keep[0] = 0;
-  for (int32_t l = 1; l <= nlab; ++l) keep[l] = ws.counts[l] >= p.min_object_size ? l : 0;
-  const int32_t* kp = keep.data();
-  std::memset(lp, 0, static_cast<size_t>(Wp) * sizeof(int32_t));
-  std::memset(lp + (Hp - 1) * Wp, 0, static_cast<size_t>(Wp) * sizeof(int32_t));
+  // Markers of >= min_object_size pixels, masked by the foreground, into lp.
+  auto paint_markers = [&]() {
+    for (const LabelRun& r : ws.mruns) {
+      if (ws.counts[r.label] < p.min_object_size) continue;
+      const uint8_t* fr = fg + static_cast<int64_t>(r.y) * W;
+      int32_t* lo = lp + (r.y + 1) * Wp + 1;
+      for (int32_t x = r.x0; x < r.x1; ++x) lo[x] = fr[x] ? r.label : 0;
+    }
+  };
+  std::memset(lp, 0, static_cast<size_t>(np_) * sizeof(int32_t));
+  paint_markers();
+
+  // The flood never leaves a 4-connected foreground component: one with a
+  // single marker label is that label throughout, one without markers stays 0,
+  // and only components with two or more labels are flooded.
+  const int32_t nc = ws.ncomp;
+  std::vector<int32_t>& first = ws.first;
+  std::vector<uint8_t>& multi = ws.multi;
+  first.assign(static_cast<size_t>(nc), 0);
+  multi.assign(static_cast<size_t>(nc), 0);
+  for (const FgRun& r : ws.runs) {
+    const int32_t* lo = lp + (r.y + 1) * Wp + 1;
+    int32_t mn = INT32_MAX, mx = 0;  // smallest / largest label on the run
+    for (int32_t x = r.x0; x < r.x1; ++x) {  // branch-free: vectorises
+      const int32_t l = lo[x];
+      mn = std::min(mn, l ? l : INT32_MAX);
+      mx = std::max(mx, l);
+    }
+    if (!mx) continue;
+    int32_t& f = first[r.comp];
+    if (!f) f = mn;
+    multi[r.comp] |= static_cast<uint8_t>(mn != mx || f != mn);
+  }
+  // Pixels of the flooded components grouped by component (raster order in
+  // each): each is flooded on its own, so the flood stays in a small region.
   std::vector<uint32_t>& pix = ws.in_mask;
-  resize(pix, n);
-  size_t cnt = 0;
-  for (int64_t y = 0; y < H; ++y) {
-    const int32_t* lr = lab + y * W;
-    const uint8_t* fr = fg + y * W;
-    int32_t* lo = lp + (y + 1) * Wp;
-    lo[0] = 0, lo[Wp - 1] = 0;
-    ++lo;
-    const uint32_t base = static_cast<uint32_t>((y + 1) * Wp + 1);
-    for (int64_t x = 0; x < W; ++x) lo[x] = fr[x] ? kp[lr[x]] : 0;
-    for (int64_t x = 0; x < W; ++x) {  // branch-free compaction
-      pix[cnt] = base + static_cast<uint32_t>(x);
-      cnt += fr[x];
+  std::vector<int64_t>& cstart = ws.cstart;
+  cstart.assign(static_cast<size_t>(nc) + 1, 0);
+  for (const FgRun& r : ws.runs) {
+    const int64_t base = (r.y + 1) * Wp + 1;
+    if (multi[r.comp]) {
+      cstart[r.comp + 1] += r.x1 - r.x0;
+    } else {
+      std::fill(lp + base + r.x0, lp + base + r.x1, first[r.comp]);
+      std::memset(mask + base + r.x0, 0, static_cast<size_t>(r.x1 - r.x0));
     }
   }
-  watershed_padded(ws.dist_p.data(), mask, lp, Hp, Wp, false, pix.data(), cnt);
+  for (int32_t c = 0; c < nc; ++c) cstart[c + 1] += cstart[c];
+  pix.resize(static_cast<size_t>(cstart[nc]));
+  {
+    std::vector<int64_t>& fill = ws.cfill;
+    fill.assign(cstart.begin(), cstart.end() - 1);
+    for (const FgRun& r : ws.runs) {
+      if (!multi[r.comp]) continue;
+      const uint32_t base = static_cast<uint32_t>((r.y + 1) * Wp + 1);
+      uint32_t* o = pix.data() + fill[r.comp];
+      for (int32_t x = r.x0; x < r.x1; ++x) *o++ = base + static_cast<uint32_t>(x);
+      fill[r.comp] += r.x1 - r.x0;
+    }
+  }
+  PP_STAGE(6, "ws-prep");
+  bool fast = true;
+  for (int32_t c = 0; c < nc && fast; ++c) {
+    if (cstart[c + 1] == cstart[c]) continue;
+    // one component per call: seeds tied in value matter only within it
+    fast = watershed_fast(ws.dist_p.data(), mask, lp, Hp, Wp, pix.data() + cstart[c],
+                          static_cast<size_t>(cstart[c + 1] - cstart[c]));
+  }
+  if (!fast) {
+    // Seeds of one value in one component: scikit-image's heap on the whole
+    // foreground (its layout, which orders them, depends on every marker).
+    for (int64_t y = 0; y < H; ++y) {
+      std::memcpy(mask + (y + 1) * Wp + 1, fg + y * W, static_cast<size_t>(W));
+    }
+    std::memset(lp, 0, static_cast<size_t>(np_) * sizeof(int32_t));
+    paint_markers();
+    watershed_exact(ws.dist_p.data(), mask, lp, Hp, Wp);
+  }
+  PP_STAGE(7, "watershed");
   for (int64_t y = 0; y < H; ++y) {
     std::memcpy(out + y * W, lp + (y + 1) * Wp + 1, static_cast<size_t>(W) * sizeof(int32_t));
   }
+  PP_STAGE(8, "copy-out");
 }
 
 void argmax_planes(const float* probs, int64_t C, int64_t H, int64_t W, int32_t* out) {

@@ -32,7 +32,7 @@ void validate_params(const Params& p);
 
 // Instance map of one image (SPEC §3a). np: (H, W) float32 foreground
 // probability; h, v: (H, W) float32 horizontal / vertical maps; out: (H, W) int32.
-// Inputs must be finite (the caller checks).
+// Throws std::invalid_argument ("np_prob: ..." / "hv: ...") on NaN or inf.
 void instances_from_hv(const float* np, const float* h, const float* v, int64_t H, int64_t W,
                        const Params& p, int32_t* out);
 
@@ -72,9 +72,17 @@ void normalize_minmax_f64(const double* src, int64_t n, float* dst);
 // cv2.Sobel(src, CV_64F, dx, 1 - dx, ksize) for float32 src, BORDER_REFLECT_101.
 void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double* dst);
 // sobel_f64(normalize_minmax_f32(src)) without the intermediate map; lohi[0] /
-// lohi[1] receive the min / max of dst.
-void sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
+// lohi[1] receive the min / max of dst. Returns false, computing nothing, when
+// src holds NaN or inf.
+bool sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
                           double* dst, double* lohi);
+// Caps the instruction set of the SIMD kernels (2 AVX-512, 1 AVX2 + FMA, 0
+// plain; clamped); returns the previous cap. For tests: every path must give
+// the same bits. isa_level() is the level in use (cap and CPU).
+int set_isa_limit(int level);
+int isa_level();
+// True when no value is NaN or inf.
+bool all_finite_f32(const float* src, int64_t n);
 // cv2.normalize's scale and shift for a map with min mn and max mx (CV_32F output):
 // dst = (float)fma(src, scale, shift).
 void minmax_scale_shift(double mn, double mx, double* scale, double* shift);
@@ -86,7 +94,27 @@ int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
                std::vector<int64_t>* sizes = nullptr);
 // Zeroes 4-connected components of mask != 0 with < min_size pixels; returns
 // the number of pixels left.
-int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size);
+// With `kept`, the runs left ([x0, x1) on row y, raster order) and their
+// component (0 .. *ncomp - 1, numbered in raster order of first pixel).
+struct FgRun {
+  int32_t y, x0, x1, comp;
+};
+int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size,
+                      std::vector<FgRun>* kept = nullptr, int32_t* ncomp = nullptr);
+// Bit-packed masks: H rows of bit_words(W) uint64, pixel x of a row is bit
+// x % 64 of word x / 64; bits past W are 0.
+inline int64_t bit_words(int64_t W) { return (W + 63) / 64; }
+void pack_bits(const uint8_t* m, int64_t H, int64_t W, uint64_t* bits);  // nonzero -> 1
+void unpack_bits(const uint64_t* bits, int64_t H, int64_t W, uint8_t* m);
+// label4 as runs ([x0, x1) on row y, raster order) with their label; sizes[l] =
+// pixels of label l (index 0 unused). Returns the number of labels.
+struct LabelRun {
+  int32_t y, x0, x1, label;
+};
+int32_t label4_runs_bits(const uint64_t* bits, int64_t H, int64_t W, std::vector<LabelRun>& runs,
+                         std::vector<int64_t>& sizes);
+void fill_holes_bits(uint64_t* bits, int64_t H, int64_t W);
+void open_ellipse_bits(uint64_t* bits, int64_t H, int64_t W, int k);
 // scipy.ndimage.binary_fill_holes (cross structure), in place on a 0/1 mask.
 void fill_holes(uint8_t* mask, int64_t H, int64_t W);
 // cv2.morphologyEx(mask, MORPH_OPEN, ellipse(k, k)) with OpenCV's default border.
@@ -97,10 +125,18 @@ void open_ellipse(uint8_t* mask, int64_t H, int64_t W, int k);
 void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W,
                int32_t* labels, bool exact_heap = false);
 // The same on (H + 2) x (W + 2) arrays with a zero mask border (no copies).
-// `in_mask`, when given, lists the n_in_mask in-mask indices in ascending order.
 void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
-                      int64_t Wp, bool exact_heap = false, const uint32_t* in_mask = nullptr,
-                      size_t n_in_mask = 0);
+                      int64_t Wp, bool exact_heap = false);
+// Its fast path: `in_mask` lists the n_in_mask in-mask indices in ascending
+// order (a whole mask, or whole 4-connected components of it: the flood never
+// crosses between components). Returns false, touching nothing, when seeds of
+// one value and different labels would need scikit-image's heap layout to
+// order them (then call watershed_exact on the whole mask).
+bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
+                    const uint32_t* in_mask, size_t n_in_mask);
+// scikit-image's heap flood itself (every marker pushed in raster order).
+void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                     int64_t Wp);
 
 }  // namespace pp
 }  // namespace hvx

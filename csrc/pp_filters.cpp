@@ -9,6 +9,7 @@
 // - GaussianBlur 3x3 (CV_64F): row 0.25a + 0.5b + 0.25c, column 0.5c + 0.25(d + u).
 // Every pass vectorises along the row, which keeps each pixel's operation order.
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -17,6 +18,11 @@
 #include <vector>
 
 #include "postprocess.hpp"
+#if defined(__GNUC__)
+#define HVX_NOINLINE __attribute__((noinline))
+#else
+#define HVX_NOINLINE
+#endif
 
 // OpenCV's column filter rounds ky[k] * (a +- b) before adding it: a fused
 // multiply-add there changes the last bit. GCC contracts a * b + c by default in
@@ -52,10 +58,14 @@ namespace hvx {
 namespace pp {
 namespace {
 
+// The widest instruction set the kernels may use: 2 = AVX-512, 1 = AVX2 + FMA,
+// 0 = plain (set_isa_limit lowers it, for the tests of each path).
+std::atomic<int> g_isa_limit{2};
+
 bool cpu_has_avx2_fma() {
 #if HVX_X86_DISPATCH
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
+  return ok && g_isa_limit.load(std::memory_order_relaxed) >= 1;
 #else
   return false;
 #endif
@@ -63,8 +73,9 @@ bool cpu_has_avx2_fma() {
 
 bool cpu_has_avx512() {
 #if HVX_X86_DISPATCH
-  static const bool ok = cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f");
-  return ok;
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("avx512f");
+  return ok && g_isa_limit.load(std::memory_order_relaxed) >= 2;
 #else
   return false;
 #endif
@@ -87,6 +98,48 @@ void minmax(const T* src, int64_t n, double& mn, double& mx) {
   mn = static_cast<double>(lo);
   mx = static_cast<double>(hi);
 }
+
+// min / max of finite float32 values; false when any value is NaN or inf
+// (x * 0 is 0 for finite x, NaN otherwise).
+bool minmax_finite_plain(const float* s, int64_t n, double& mn, double& mx) {
+  float lo = s[0], hi = s[0], z = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    lo = s[i] < lo ? s[i] : lo;
+    hi = s[i] > hi ? s[i] : hi;
+    z += s[i] * 0.0f;
+  }
+  mn = lo, mx = hi;
+  return z == 0.0f;
+}
+
+#if HVX_X86_DISPATCH
+HVX_AVX2 bool minmax_finite_avx2(const float* s, int64_t n, double& mn, double& mx) {
+  if (n < 32) return minmax_finite_plain(s, n, mn, mx);
+  // four independent accumulators each: the min / max / add latencies overlap
+  __m256 lo[4], hi[4], z[4];
+  const __m256 zero = _mm256_setzero_ps();
+  for (int u = 0; u < 4; ++u) lo[u] = hi[u] = _mm256_loadu_ps(s), z[u] = zero;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    for (int u = 0; u < 4; ++u) {
+      const __m256 v = _mm256_loadu_ps(s + i + 8 * u);
+      lo[u] = _mm256_min_ps(lo[u], v), hi[u] = _mm256_max_ps(hi[u], v);
+      z[u] = _mm256_add_ps(z[u], _mm256_mul_ps(v, zero));
+    }
+  }
+  alignas(32) float l[4][8], h[4][8], zz[4][8];
+  for (int u = 0; u < 4; ++u) {
+    _mm256_store_ps(l[u], lo[u]), _mm256_store_ps(h[u], hi[u]), _mm256_store_ps(zz[u], z[u]);
+  }
+  float a = l[0][0], b = h[0][0], zs = 0.0f;
+  for (int u = 0; u < 4; ++u) {
+    for (int k = 0; k < 8; ++k) a = std::min(a, l[u][k]), b = std::max(b, h[u][k]), zs += zz[u][k];
+  }
+  for (; i < n; ++i) a = std::min(a, s[i]), b = std::max(b, s[i]), zs += s[i] * 0.0f;
+  mn = a, mx = b;
+  return zs == 0.0f;
+}
+#endif
 
 #if HVX_X86_DISPATCH
 // NaN-free inputs (the caller checks), so vector min/max equals the scalar scan
@@ -336,9 +389,6 @@ HVX_AVX2 void row_avx2(const double* e, int64_t W, const double* k, int K, doubl
   }
   if (x < W) row_body(e + x, W - x, k, K, o + x);
 }
-HVX_AVX512 void norm32_avx512(const float* s, int64_t n, float a, float b, float* d) {
-  norm32_body(s, n, a, b, d);
-}
 HVX_AVX512 void row_avx512(const double* e, int64_t W, const double* k, int K, double* o) {
   int64_t x = 0;
   for (; x + 64 <= W; x += 64) {
@@ -371,6 +421,59 @@ void row_plain(const double* e, int64_t W, const double* k, int K, double* o) {
   row_body(e, W, k, K, o);
 }
 
+// One strip of the column pass for output rows [y0, y1): row y's taps are
+// rows base + yoff[y + j] (j = 0 .. K - 1); out rows have stride ostride.
+struct ColBand {
+  const double* base;
+  const int64_t* yoff;
+  int64_t y0, y1, x0, w, ostride;
+  const double* k;
+  int K;
+  bool symm;
+  double* out;
+};
+#define HVX_COL_BAND_BODY(FN)                                                     \
+  const double* rows[32];                                                         \
+  for (int64_t y = b.y0; y < b.y1; ++y) {                                         \
+    for (int j = 0; j < b.K; ++j) rows[j] = b.base + b.yoff[y + j] + b.x0;        \
+    FN(rows, b.w, b.k, b.K, b.symm, b.out + y * b.ostride + b.x0, lohi);          \
+  }
+#if HVX_X86_DISPATCH
+HVX_AVX512 void col_band_avx512(const ColBand& b, double* lohi) { HVX_COL_BAND_BODY(col_avx512) }
+HVX_AVX2 void col_band_avx2(const ColBand& b, double* lohi) { HVX_COL_BAND_BODY(col_avx2) }
+#endif
+void col_band_plain(const ColBand& b, double* lohi) { HVX_COL_BAND_BODY(col_plain) }
+#undef HVX_COL_BAND_BODY
+
+// ext[0 .. W + 2r) = source row (normalised when norm) as doubles, reflected
+// by xmap at both ends: one pass instead of normalise-then-convert.
+HVX_INLINE void ext_body(const float* s, int64_t W, const float* norm, const int64_t* xmap,
+                         int r, double* e) {
+  if (norm) {
+    const float a = norm[0], b = norm[1];
+    for (int64_t x = 0; x < W; ++x) e[x + r] = static_cast<double>(std::fma(s[x], a, b));
+    for (int64_t x = 0; x < r; ++x) e[x] = e[xmap[x] + r];
+    for (int64_t x = W + r; x < W + 2 * r; ++x) e[x] = e[xmap[x] + r];
+  } else {
+    for (int64_t x = 0; x < W; ++x) e[x + r] = static_cast<double>(s[x]);
+    for (int64_t x = 0; x < r; ++x) e[x] = e[xmap[x] + r];
+    for (int64_t x = W + r; x < W + 2 * r; ++x) e[x] = e[xmap[x] + r];
+  }
+}
+#if HVX_X86_DISPATCH
+HVX_AVX512 void ext_avx512(const float* s, int64_t W, const float* n, const int64_t* xm, int r,
+                           double* e) {
+  ext_body(s, W, n, xm, r, e);
+}
+HVX_AVX2 void ext_avx2(const float* s, int64_t W, const float* n, const int64_t* xm, int r,
+                       double* e) {
+  ext_body(s, W, n, xm, r, e);
+}
+#endif
+void ext_plain(const float* s, int64_t W, const float* n, const int64_t* xm, int r, double* e) {
+  ext_body(s, W, n, xm, r, e);
+}
+
 void row_pass(const double* e, int64_t W, const double* k, int K, double* o) {
 #if HVX_X86_DISPATCH
   if (cpu_has_avx512()) return row_avx512(e, W, k, K, o);
@@ -378,20 +481,19 @@ void row_pass(const double* e, int64_t W, const double* k, int K, double* o) {
 #endif
   row_plain(e, W, k, K, o);
 }
-void col_pass(const double* const* r, int64_t W, const double* k, int K, bool s, double* o,
-              double* lohi) {
+void col_band(const ColBand& b, double* lohi) {
 #if HVX_X86_DISPATCH
-  if (cpu_has_avx512()) return col_avx512(r, W, k, K, s, o, lohi);
-  if (cpu_has_avx2_fma()) return col_avx2(r, W, k, K, s, o, lohi);
+  if (cpu_has_avx512()) return col_band_avx512(b, lohi);
+  if (cpu_has_avx2_fma()) return col_band_avx2(b, lohi);
 #endif
-  col_plain(r, W, k, K, s, o, lohi);
+  col_band_plain(b, lohi);
 }
-void norm32(const float* s, int64_t n, float a, float b, float* d) {
+void load_ext(const float* s, int64_t W, const float* n, const int64_t* xm, int r, double* e) {
 #if HVX_X86_DISPATCH
-  if (cpu_has_avx512()) return norm32_avx512(s, n, a, b, d);
-  if (cpu_has_avx2_fma()) return norm32_avx2(s, n, a, b, d);
+  if (cpu_has_avx512()) return ext_avx512(s, W, n, xm, r, e);
+  if (cpu_has_avx2_fma()) return ext_avx2(s, W, n, xm, r, e);
 #endif
-  norm32_plain(s, n, a, b, d);
+  ext_plain(s, W, n, xm, r, e);
 }
 
 // OpenCV's Sobel taps: smoothing C(K-1, k); first derivative C(K-2, k-1) - C(K-2, k).
@@ -413,8 +515,22 @@ void sobel_taps(int K, bool deriv, std::vector<double>& k) {
   }
 }
 
+struct SepScratch {
+  std::vector<double> ring, ext;
+  std::vector<int64_t> xmap, ymap;
+};
+// One call per use: in a shared library every access to a thread_local costs a
+// __tls_get_addr call, which GCC repeats inside loops.
+HVX_NOINLINE SepScratch& sep_scratch() {
+  static thread_local SepScratch s;
+  return s;
+}
+
 // Separable correlation of float32 src with row taps kx, column taps ky (OpenCV
-// order). The column pass runs in strips of 64 columns so its K rows stay in L1.
+// order). Rows are filtered in bands of kBand output rows into a ring of
+// kBand + K - 1 row-pass rows (about 180 KB at 256 columns: it stays in L2
+// between the row and the column pass, and no row is filtered twice); the
+// column pass runs in strips of 64 columns so its K rows stay in L1.
 // With `norm`, each source row is first mapped by fma(src, norm[0], norm[1]) in
 // float (OpenCV's min-max normalisation); lohi receives the output's min and max.
 void sep_filter(const float* src, int64_t H, int64_t W, const std::vector<double>& kx,
@@ -422,41 +538,42 @@ void sep_filter(const float* src, int64_t H, int64_t W, const std::vector<double
                 double* lohi) {
   const int K = static_cast<int>(kx.size());
   const int r = K / 2;
-  static thread_local std::vector<double> rowbuf, ext;
-  static thread_local std::vector<float> nrow;
-  if (norm) nrow.resize(static_cast<size_t>(W));
-  static thread_local std::vector<int64_t> xmap, ymap;
+  const int64_t kBand = 64;
+  const int64_t C = kBand + 2 * r;  // ring rows: every source row a band needs
+  SepScratch& sc = sep_scratch();
+  std::vector<double>& ring = sc.ring;
+  std::vector<double>& ext = sc.ext;
+  std::vector<int64_t>& xmap = sc.xmap;
+  std::vector<int64_t>& ymap = sc.ymap;
   // Row stride of an odd number of cache lines: with a power-of-two stride the K
   // rows the column pass reads would share a few L1 sets and evict each other.
   int64_t Ws = (W + 7) / 8 * 8;
   if ((Ws / 8) % 2 == 0) Ws += 8;
-  if (rowbuf.size() < static_cast<size_t>(H * Ws)) rowbuf.resize(static_cast<size_t>(H * Ws));
+  if (ring.size() < static_cast<size_t>(C * Ws)) ring.resize(static_cast<size_t>(C * Ws));
   ext.resize(static_cast<size_t>(W + 2 * r));
   xmap.resize(static_cast<size_t>(W + 2 * r));
   ymap.resize(static_cast<size_t>(H + 2 * r));
   for (int64_t x = -r; x < W + r; ++x) xmap[x + r] = reflect101(x, W);
-  for (int64_t y = -r; y < H + r; ++y) ymap[y + r] = reflect101(y, H);
-  for (int64_t y = 0; y < H; ++y) {
-    const float* s = src + y * W;
-    if (norm) {
-      norm32(s, W, norm[0], norm[1], nrow.data());
-      s = nrow.data();
-    }
-    double* e = ext.data();
-    for (int64_t x = 0; x < r; ++x) e[x] = static_cast<double>(s[xmap[x]]);
-    for (int64_t x = 0; x < W; ++x) e[x + r] = static_cast<double>(s[x]);
-    for (int64_t x = W + r; x < W + 2 * r; ++x) e[x] = static_cast<double>(s[xmap[x]]);
-    row_pass(e, W, kx.data(), K, rowbuf.data() + y * Ws);
-  }
-  const double* rb = rowbuf.data();
+  // ymap: the ring row of (padded) row y + r: its source row's slot
+  for (int64_t y = -r; y < H + r; ++y) ymap[y + r] = reflect101(y, H) % C * Ws;
+  double* rb = ring.data();
+  auto filter_row = [&](int64_t y) {
+    load_ext(src + y * W, W, norm, xmap.data(), r, ext.data());
+    row_pass(ext.data(), W, kx.data(), K, rb + y % C * Ws);
+  };
   const int64_t strip = 64;
-  const double* rows[32];
   double mm[2] = {HUGE_VAL, -HUGE_VAL};
-  for (int64_t x0 = 0; x0 < W; x0 += strip) {
-    const int64_t w = std::min(strip, W - x0);
-    for (int64_t y = 0; y < H; ++y) {
-      for (int j = 0; j < K; ++j) rows[j] = rb + ymap[y + j] * Ws + x0;
-      col_pass(rows, w, ky.data(), K, ysymm, dst + y * W + x0, mm);
+  int64_t done = 0;  // source rows [0, done) have been filtered
+  for (int64_t y0 = 0; y0 < H; y0 += kBand) {
+    const int64_t y1 = std::min(H, y0 + kBand);
+    // this band reads source rows [max(0, y0 - r), min(H, y1 + r)); those below
+    // were filtered for the band before and are still in the ring (C rows)
+    const int64_t need = std::min(H, y1 + r);
+    for (; done < need; ++done) filter_row(done);
+    for (int64_t x0 = 0; x0 < W; x0 += strip) {
+      const ColBand b{rb, ymap.data(), y0, y1, x0, std::min(strip, W - x0), W,
+                      ky.data(), K, ysymm, dst};
+      col_band(b, mm);
     }
   }
   if (lohi) lohi[0] = mm[0], lohi[1] = mm[1];
@@ -520,23 +637,39 @@ void sobel_f64(const float* src, int64_t H, int64_t W, int dx, int ksize, double
   sobel_impl(src, H, W, dx, ksize, dst, nullptr, nullptr);
 }
 
-void sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
+bool sobel_normalized_f64(const float* src, int64_t H, int64_t W, int dx, int ksize,
                           double* dst, double* lohi) {
-  if (H * W <= 0) return;
+  if (H * W <= 0) return true;
   double mn, mx, a, b;
 #if HVX_X86_DISPATCH
-  if (cpu_has_avx2_fma()) {
-    minmax_f32_avx2(src, H * W, mn, mx);
-  } else {
-    minmax(src, H * W, mn, mx);
-  }
+  const bool finite = cpu_has_avx2_fma() ? minmax_finite_avx2(src, H * W, mn, mx)
+                                         : minmax_finite_plain(src, H * W, mn, mx);
 #else
-  minmax(src, H * W, mn, mx);
+  const bool finite = minmax_finite_plain(src, H * W, mn, mx);
 #endif
+  if (!finite) return false;
   scale_shift(mn, mx, a, b);
   const float norm[2] = {static_cast<float>(a), static_cast<float>(b)};
   sobel_impl(src, H, W, dx, ksize, dst, norm, lohi);
+  return true;
 }
+
+bool all_finite_f32(const float* src, int64_t n) {
+  if (n <= 0) return true;
+  double mn, mx;
+#if HVX_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return minmax_finite_avx2(src, n, mn, mx);
+#endif
+  return minmax_finite_plain(src, n, mn, mx);
+}
+
+int set_isa_limit(int level) {
+  const int old = g_isa_limit.load();
+  g_isa_limit.store(level < 0 ? 0 : (level > 2 ? 2 : level));
+  return old;
+}
+
+int isa_level() { return cpu_has_avx512() ? 2 : (cpu_has_avx2_fma() ? 1 : 0); }
 
 void minmax_scale_shift(double mn, double mx, double* scale, double* shift) {
   scale_shift(mn, mx, *scale, *shift);

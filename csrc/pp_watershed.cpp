@@ -26,6 +26,11 @@
 #include <vector>
 
 #include "postprocess.hpp"
+#if defined(__GNUC__)
+#define HVX_NOINLINE __attribute__((noinline))
+#else
+#define HVX_NOINLINE
+#endif
 
 // Lets GCC vectorise the float selects of the bucket sort (values unchanged).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -149,7 +154,14 @@ class RankQueue {
     uint32_t cur = R;
     for (uint32_t sidx : seeds) {
       const uint32_t r = rank_[sidx];
-      if (head_[r] >= 0) return false;  // two markers, one value
+      // Seeds of one value pop one after the other in an order set by the heap
+      // layout. That order cannot change the result when they have the same
+      // label (their pushes form one block of ages, all of that label);
+      // otherwise fall back. (Seeds in different mask components never meet:
+      // the caller may flood components one call each.)
+      for (int32_t q = head_[r]; q >= 0; q = next_[q]) {
+        if (lab[q] != lab[sidx]) return false;
+      }
       push(sidx, r);
       cur = std::min(cur, r);
     }
@@ -199,7 +211,7 @@ class RankQueue {
       vmin = vals[j] < vmin ? vals[j] : vmin;
       vmax = vals[j] > vmax ? vals[j] : vmax;
     }
-    const size_t nb = std::max<size_t>(1, std::min<size_t>(m / 2, size_t{1} << 16));
+    const size_t nb = std::max<size_t>(1, std::min<size_t>(m, size_t{1} << 16));
     double scale = vmax > vmin ? static_cast<double>(nb) / (vmax - vmin) : 0.0;
     if (!(scale < HUGE_VAL)) scale = 0.0;  // overflowing range: one bucket
     const double top = static_cast<double>(nb - 1);
@@ -251,25 +263,26 @@ class RankQueue {
 
 }  // namespace
 
-// Padded-layout entry used by the pipeline: img, mask, lab are (H+2) x (W+2)
-// with a zero mask border; lab holds the markers (zero outside the mask).
-void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
-                      int64_t Wp, bool exact_heap, const uint32_t* in_mask, size_t n_in_mask) {
-  static thread_local Heap heap;
-  static thread_local std::vector<uint32_t> seeds, all_markers, pix, cand;
+namespace {
+struct FastScratch {
+  std::vector<uint32_t> seeds, cand;
+  RankQueue rq;
+};
+// One call per use: in a shared library every access to a thread_local costs a
+// __tls_get_addr call, which GCC repeats inside loops.
+HVX_NOINLINE FastScratch& fast_scratch() {
+  static thread_local FastScratch s;
+  return s;
+}
+}  // namespace
+
+bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
+                    const uint32_t* in_mask, size_t n_in_mask) {
+  FastScratch& scratch = fast_scratch();
+  std::vector<uint32_t>& seeds = scratch.seeds;
+  std::vector<uint32_t>& cand = scratch.cand;
   seeds.clear();
-  all_markers.clear();
   cand.clear();
-  const int64_t n = Hp * Wp;
-  if (!in_mask) {
-    pix.resize(static_cast<size_t>(n));
-    size_t cnt = 0;
-    for (int64_t i = Wp; i < n - Wp; ++i) {  // branch-free compaction
-      pix[cnt] = static_cast<uint32_t>(i);
-      cnt += mask[i] != 0;
-    }
-    in_mask = pix.data(), n_in_mask = cnt;
-  }
   // Only the active markers and the unlabelled in-mask pixels are ever queued,
   // so only they need ranks.
   for (size_t j = 0; j < n_in_mask; ++j) {
@@ -278,19 +291,61 @@ void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int6
       cand.push_back(i);
       continue;
     }
-    all_markers.push_back(i);
     if ((mask[i - Wp] && !lab[i - Wp]) || (mask[i - 1] && !lab[i - 1]) ||
         (mask[i + 1] && !lab[i + 1]) || (mask[i + Wp] && !lab[i + Wp])) {
       seeds.push_back(i);
     }
   }
-  if (seeds.empty()) return;
-  static thread_local RankQueue rq;
+  if (seeds.empty()) return true;
   cand.insert(cand.end(), seeds.begin(), seeds.end());
-  if (!exact_heap && rq.flood(img, lab, mask, Hp, Wp, cand, seeds)) return;
-  // A tie among active markers (nothing was labelled yet): scikit-image's heap.
-  heap.reserve(n_in_mask + 1);  // every in-mask pixel is pushed at most once
+  return scratch.rq.flood(img, lab, mask, Hp, Wp, cand, seeds);
+}
+
+namespace {
+struct ExactScratch {
+  Heap heap;
+  std::vector<uint32_t> all_markers;
+};
+HVX_NOINLINE ExactScratch& exact_scratch() {
+  static thread_local ExactScratch s;
+  return s;
+}
+}  // namespace
+
+void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                     int64_t Wp) {
+  ExactScratch& sc = exact_scratch();
+  Heap& heap = sc.heap;
+  std::vector<uint32_t>& all_markers = sc.all_markers;
+  all_markers.clear();
+  size_t m = 0;
+  for (int64_t i = Wp; i < (Hp - 1) * Wp; ++i) {
+    m += mask[i] != 0;
+    if (mask[i] && lab[i]) all_markers.push_back(static_cast<uint32_t>(i));
+  }
+  heap.reserve(m + 1);  // every in-mask pixel is pushed at most once
   flood(img, mask, lab, Wp, all_markers, heap);
+}
+
+// Padded-layout entry: img, mask, lab are (H+2) x (W+2) with a zero mask
+// border; lab holds the markers (zero outside the mask).
+void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                      int64_t Wp, bool exact_heap) {
+  static thread_local std::vector<uint32_t> pix_tls;
+  std::vector<uint32_t>& pix = pix_tls;
+  const int64_t n = Hp * Wp;
+  if (Hp < 3 || Wp < 3) return;
+  if (!exact_heap) {
+    pix.resize(static_cast<size_t>(n));
+    size_t cnt = 0;
+    for (int64_t i = Wp; i < n - Wp; ++i) {  // branch-free compaction
+      pix[cnt] = static_cast<uint32_t>(i);
+      cnt += mask[i] != 0;
+    }
+    if (watershed_fast(img, mask, lab, Hp, Wp, pix.data(), cnt)) return;
+  }
+  // A tie among seeds (nothing was labelled yet): scikit-image's heap.
+  watershed_exact(img, mask, lab, Hp, Wp);
 }
 
 void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,

@@ -193,8 +193,9 @@ def instances_from_hv(
     Raises:
         ValueError: Wrong shape or dtype, empty input, NaN or inf.
     """
-    a = _float_array(np_prob, "np_prob", "(H, W)", 2)
-    h = _float_array(hv, "hv", "(2, H, W)", 3)
+    # NaN / inf are rejected by the native pass that reads the values anyway
+    a = _float_array(np_prob, "np_prob", "(H, W)", 2, check_finite=False)
+    h = _float_array(hv, "hv", "(2, H, W)", 3, check_finite=False)
     _check_hv(h, (), a.shape)
     return _native().pp_instances_from_hv(a, h, **_params(config))
 
@@ -258,8 +259,10 @@ def postprocess(
         ValueError: Wrong shapes or dtypes, empty input, NaN or inf, num_threads < 1.
     """
     params = _params(config)
-    a = _float_array(np_prob, "np_prob", "(N, H, W)", 3)
-    h = _float_array(hv, "hv", "(N, 2, H, W)", 4)
+    # NaN / inf: the native batch rejects them in passes that read the values
+    # anyway; the CoNiC pipeline resizes first, so it checks here
+    a = _float_array(np_prob, "np_prob", "(N, H, W)", 3, check_finite=config.conic)
+    h = _float_array(hv, "hv", "(N, 2, H, W)", 4, check_finite=config.conic)
     n, hw = a.shape[0], a.shape[1:]
     _check_hv(h, (n,), hw)
     # the native batch checks probabilities for NaN / inf in its argmax pass

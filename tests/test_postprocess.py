@@ -59,7 +59,9 @@ def test_normalize_matches_cv2(shape):
 
 
 @pytest.mark.parametrize("ksize", [3, 5, 21, 31])
-@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (7, 300), (300, 7), (45, 61)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (2, 3), (7, 300), (300, 7), (45, 61), (64, 9), (95, 40), (200, 70)]
+)
 def test_sobel_matches_cv2_bitwise(ksize, shape):
     rng = np.random.default_rng(ksize)
     x = cv2.normalize(
@@ -90,6 +92,26 @@ def test_binary_steps_match_scipy_and_cv2(seed):
         se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         np.testing.assert_array_equal(
             _native._pp_open_ellipse(m, k), cv2.morphologyEx(m, cv2.MORPH_OPEN, se)
+        )
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (3, 65), (40, 128), (9, 129), (70, 200), (130, 7)])
+def test_binary_steps_on_bit_rows_match_across_word_edges(shape):
+    """The bit-packed morphology at widths around and past 64-bit words, large
+    ellipses (half-width > 64) and mask bytes other than 0 / 1."""
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    m = (cv2.GaussianBlur(rng.random(shape), (0, 0), 2.0) > 0.5).astype(np.uint8)
+    m *= rng.integers(1, 256, shape, dtype=np.uint8)  # any nonzero byte is "on"
+    on = (m != 0).astype(np.uint8)
+    np.testing.assert_array_equal(_native._pp_label4(m), ndi.label(on)[0])
+    np.testing.assert_array_equal(_native._pp_fill_holes(m), ndi.binary_fill_holes(on))
+    holes = np.ones(shape, np.uint8)
+    holes[1:-1:3, 1:-1:4] = 0  # many one-pixel holes
+    np.testing.assert_array_equal(_native._pp_fill_holes(holes), ndi.binary_fill_holes(holes))
+    for k in (1, 3, 5, 9, 31, 133):
+        se = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        np.testing.assert_array_equal(
+            _native._pp_open_ellipse(m, k), cv2.morphologyEx(on, cv2.MORPH_OPEN, se)
         )
 
 
@@ -129,6 +151,34 @@ def test_watershed_matches_skimage_with_ties_and_plateaus(exact_heap, levels):
         np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_watershed_matches_skimage_with_blob_markers_and_ties(seed):
+    """Markers of many pixels (seeds of one label tied in value), several labels
+    tied with each other, and a mask of several components."""
+    rng = np.random.default_rng(100 + seed)
+    h, w = (int(v) for v in rng.integers(20, 70, 2))
+    img = np.round(cv2.GaussianBlur(rng.random((h, w)), (0, 0), 2.0) * 6) / 6
+    mask = (cv2.GaussianBlur(rng.random((h, w)), (0, 0), 3.0) > 0.47).astype(np.uint8)
+    markers = ndi.label((img <= np.quantile(img, 0.2)) & (mask > 0))[0].astype(np.int32)
+    if seed % 2:  # plus single-pixel markers sharing values with the blobs
+        idx = rng.choice(h * w, size=8, replace=False)
+        markers.flat[idx] = markers.max() + np.arange(1, 9)
+        markers *= mask
+    ref = watershed(img, markers=markers, mask=mask.astype(bool))
+    for exact in (False, True):
+        np.testing.assert_array_equal(_native._pp_watershed(img, markers, mask, exact), ref)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pipeline_matches_reference_with_quantised_maps(seed):
+    """Coarsely quantised head outputs: many exact ties in the relief (seeds of
+    one value, same and different labels, in one or several components)."""
+    rng = np.random.default_rng(200 + seed)
+    np_prob, hv, types = nuclei_scene(rng, 96, 112, 40, 0.1)
+    q = (2, 4, 8, 16)[seed]
+    check_case(np.round(np_prob * 2) / 2, np.round(hv * q) / q, types)
+
+
 def test_watershed_plateau_two_markers():
     img = np.zeros((5, 9))
     markers = np.zeros((5, 9), np.int32)
@@ -137,6 +187,40 @@ def test_watershed_plateau_two_markers():
     ref = watershed(img, markers=markers, mask=mask.astype(bool))
     for exact in (False, True):
         np.testing.assert_array_equal(_native._pp_watershed(img, markers, mask, exact), ref)
+
+
+@pytest.fixture(params=[0, 1, 2], ids=["plain", "avx2", "avx512"])
+def isa(request):
+    """Runs a test with the SIMD kernels capped at one level (skips levels the CPU lacks)."""
+    prev = _native._pp_set_isa_limit(request.param)
+    try:
+        if _native._pp_isa_level() != request.param:
+            pytest.skip(f"this CPU has no SIMD level {request.param}")
+        yield request.param
+    finally:
+        _native._pp_set_isa_limit(prev)
+
+
+def test_every_simd_path_gives_the_same_bits(isa):
+    """Sobel (all kernels), min-max normalisation and the whole pipeline on each path."""
+    rng = np.random.default_rng(11)
+    for shape in [(1, 1), (5, 3), (70, 33), (130, 257)]:
+        x = cv2.normalize(
+            rng.standard_normal(shape).astype(np.float32) ** 3,
+            None,
+            0,
+            1,
+            cv2.NORM_MINMAX,
+            cv2.CV_32F,
+        )
+        for ksize in (3, 21):
+            for dx in (0, 1):
+                ref = cv2.Sobel(x, cv2.CV_64F, dx, 1 - dx, ksize=ksize)
+                np.testing.assert_array_equal(_native._pp_sobel(x, dx, ksize), ref)
+        ref = cv2.normalize(x * 7 - 2, None, 0, 1, cv2.NORM_MINMAX, cv2.CV_32F)
+        np.testing.assert_array_equal(_native._pp_normalize(x * 7 - 2), ref)
+    for case in synthetic_corpus(n_smooth=2, n_scenes=3, seed=9):
+        check_case(*case[1:])
 
 
 # ---- the whole pipeline ----------------------------------------------------------
@@ -356,6 +440,25 @@ def test_single_image_bad_input():
         postprocess(*_good(), num_threads=0)
     with pytest.raises(ValueError, match="config: expected a PostprocessConfig"):
         instances_from_hv(np.zeros((4, 4), np.float32), np.zeros((2, 4, 4), np.float32), {})
+
+
+@pytest.mark.parametrize("fg", [0.0, 0.9])  # without foreground too (no Sobel then)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_single_image_nonfinite_rejected(fg, bad):
+    """One bad value anywhere, in either map, is caught by the native passes."""
+    a, h = np.full((33, 40), fg, np.float32), np.zeros((2, 33, 40), np.float32)
+    for where in [(0, 0), (32, 39), (17, 5)]:
+        a_bad = a.copy()
+        a_bad[where] = bad
+        with pytest.raises(ValueError, match="np_prob: expected finite values, got NaN or inf"):
+            instances_from_hv(a_bad, h)
+        for ch in (0, 1):
+            h_bad = h.copy()
+            h_bad[(ch, *where)] = bad
+            with pytest.raises(ValueError, match="hv: expected finite values, got NaN or inf"):
+                instances_from_hv(a, h_bad)
+            with pytest.raises(ValueError, match="hv: expected finite values"):
+                postprocess(a[None], h_bad[None], np.zeros((1, 33, 40), np.int32))
 
 
 def test_native_rejects_bad_params_and_shapes():
