@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bundle", type=Path)
     p.add_argument("--out", type=Path, default=Path("engine/models/default"))
+    p.add_argument(
+        "--dtype",
+        choices=("float16", "bfloat16", "float32"),
+        default="float16",
+        help="storage dtype (float16 refuses tensors beyond its range)",
+    )
     args = p.parse_args(argv)
 
     from hvx.assets import sample_paths
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             postprocess=src.postprocess,
             provenance={**src.provenance, "shipped_from": str(args.bundle)},
             metrics=src.metrics,
-            weights_dtype=torch.float16,
+            weights_dtype=getattr(torch, args.dtype),
         )
         half = load_bundle(staged).build_model("cpu")
         images = np.stack([read_image(q) for q in sample_paths()])
@@ -65,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         ra = postprocess(a[0], a[1], a[2], src.postprocess)
         rb = postprocess(b[0], b[1], b[2], src.postprocess)
         pqs = [pq_stats(ra.inst[k], rb.inst[k]).pq for k in range(len(images))]
-        print(f"fp16 storage: heads max abs err {err:.2e}; PQ(fp16 vs fp32) {np.mean(pqs):.4f}")
-        print(f"nuclei fp32 {[len(t) for t in ra.tables]} fp16 {[len(t) for t in rb.tables]}")
+        print(f"{args.dtype} storage: heads max abs err {err:.2e}; PQ vs fp32 {np.mean(pqs):.4f}")
+        counts = [len(t) for t in ra.tables], [len(t) for t in rb.tables]
+        print(f"nuclei fp32 {counts[0]} {args.dtype} {counts[1]}")
         if np.mean(pqs) < 0.99:
-            print("refusing: fp16 storage changes the instance maps too much", file=sys.stderr)
+            msg = f"refusing: {args.dtype} storage changes the instance maps too much"
+            print(msg, file=sys.stderr)
             return 1
         if args.out.exists():
             shutil.rmtree(args.out)

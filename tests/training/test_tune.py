@@ -19,16 +19,17 @@ def bundle(tmp_path):
 
 
 def test_picks_the_best_grid_point_on_training_tiles_only(bundle, consep_dir):
-    rep = tune_postprocess(bundle, consep_dir, grid=GRID, max_tiles=4, backend="torch")
+    cur = load_bundle(bundle).postprocess
+    grid = {"marker_threshold": (cur.marker_threshold, 0.3), "sobel_ksize": (11, cur.sobel_ksize)}
+    rep = tune_postprocess(bundle, consep_dir, grid=grid, max_tiles=4, backend="torch")
     held_out = set(load_bundle(bundle).provenance["data"]["val_sources"])
     assert rep["tiles"] == 4 and not held_out & set(rep["sources"])
     assert len(rep["results"]) == 4
     top = max([rep["current"]["pq"], *(r["pq"] for r in rep["results"])])
     assert rep["best"]["pq"] == top
     # the bundle's own config is one grid point here: same score
-    same = [
-        r for r in rep["results"] if r["change"] == {"marker_threshold": 0.4, "sobel_ksize": 21}
-    ]
+    own = {"marker_threshold": cur.marker_threshold, "sobel_ksize": cur.sobel_ksize}
+    same = [r for r in rep["results"] if r["change"] == own]
     assert same[0]["pq"] == rep["current"]["pq"]
 
 
