@@ -406,6 +406,8 @@ class Stitcher:
         r0, c0, r1, c1 = item.bbox
         for gid in seen:
             other = self._active[gid]
+            if item.piece and not other.piece and self._swallows(item, other):
+                return True
             if item.piece and not other.piece:
                 # A cut piece is a sliver of a nucleus another tile saw whole: compare
                 # it with that view grown by _PIECE_TOLERANCE px (the two tiles' networks
@@ -426,6 +428,21 @@ class Stitcher:
             if inter >= self.match_fraction * small:
                 return True
         return False
+
+    def _swallows(self, piece: _Item, whole: _Item) -> bool:
+        """True when a cut piece covers >= match_fraction of a nucleus seen whole.
+
+        Its tile's network merged that nucleus into a blob cut at the tile border;
+        the whole view, from a tile that saw the nucleus entirely, wins.
+        """
+        r0, c0, r1, c1 = piece.bbox
+        o0, p0, o1, p1 = whole.bbox
+        y0, x0, y1, x1 = max(r0, o0), max(c0, p0), min(r1, o1), min(c1, p1)
+        if y0 >= y1 or x0 >= x1:
+            return False
+        a = piece.mask[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
+        b = whole.mask[y0 - o0 : y1 - o0, x0 - p0 : x1 - p0]
+        return int(np.count_nonzero(a & b)) >= self.match_fraction * whole.area
 
     def _emit(self, item: _Item) -> list[_Item]:
         if self._duplicates(item):
