@@ -403,23 +403,16 @@ class Stitcher:
         seen: set[int] = set()
         for cell in self._cells(item.bbox):
             seen |= self._index.get(cell, set())
-        r0, c0, r1, c1 = item.bbox
         for gid in seen:
             other = self._active[gid]
-            if item.piece and not other.piece and self._swallows(item, other):
-                return True
             if item.piece and not other.piece:
+                if self._swallows(item, other):
+                    return True
                 # A cut piece is a sliver of a nucleus another tile saw whole: compare
                 # it with that view grown by _PIECE_TOLERANCE px (the two tiles' networks
                 # disagree most at the piece's cut border).
                 other = _grown(other, _PIECE_TOLERANCE)
-            o0, p0, o1, p1 = other.bbox
-            y0, x0, y1, x1 = max(r0, o0), max(c0, p0), min(r1, o1), min(c1, p1)
-            if y0 >= y1 or x0 >= x1:
-                continue
-            a = item.mask[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
-            b = other.mask[y0 - o0 : y1 - o0, x0 - p0 : x1 - p0]
-            inter = int(np.count_nonzero(a & b))
+            inter = _shared_pixels(item, other)
             if not inter:
                 continue
             if item.piece and other.piece:  # two cut pieces of one nucleus
@@ -435,14 +428,7 @@ class Stitcher:
         Its tile's network merged that nucleus into a blob cut at the tile border;
         the whole view, from a tile that saw the nucleus entirely, wins.
         """
-        r0, c0, r1, c1 = piece.bbox
-        o0, p0, o1, p1 = whole.bbox
-        y0, x0, y1, x1 = max(r0, o0), max(c0, p0), min(r1, o1), min(c1, p1)
-        if y0 >= y1 or x0 >= x1:
-            return False
-        a = piece.mask[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
-        b = whole.mask[y0 - o0 : y1 - o0, x0 - p0 : x1 - p0]
-        return int(np.count_nonzero(a & b)) >= self.match_fraction * whole.area
+        return _shared_pixels(piece, whole) >= self.match_fraction * whole.area
 
     def _emit(self, item: _Item) -> list[_Item]:
         if self._duplicates(item):
@@ -490,7 +476,7 @@ class Stitcher:
                 i = stack.pop()
                 near = {j for cell in self._cells(items[i].bbox) for j in cells[cell]}
                 for j in sorted(near - grouped):
-                    if _intersect(items[i], items[j]):
+                    if _shared_pixels(items[i], items[j]):
                         grouped.add(j)
                         comp.append(j)
                         stack.append(j)
@@ -518,15 +504,15 @@ class Stitcher:
                         del self._index[cell]
 
 
-def _intersect(a: _Item, b: _Item) -> bool:
-    """True when two views share a pixel."""
+def _shared_pixels(a: _Item, b: _Item) -> int:
+    """Number of pixels two views share."""
     y0, x0 = max(a.bbox[0], b.bbox[0]), max(a.bbox[1], b.bbox[1])
     y1, x1 = min(a.bbox[2], b.bbox[2]), min(a.bbox[3], b.bbox[3])
     if y0 >= y1 or x0 >= x1:
-        return False
+        return 0
     ma = a.mask[y0 - a.bbox[0] : y1 - a.bbox[0], x0 - a.bbox[1] : x1 - a.bbox[1]]
     mb = b.mask[y0 - b.bbox[0] : y1 - b.bbox[0], x0 - b.bbox[1] : x1 - b.bbox[1]]
-    return bool((ma & mb).any())
+    return int(np.count_nonzero(ma & mb))
 
 
 def _merge(group: list[_Item]) -> _Item:
