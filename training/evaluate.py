@@ -22,15 +22,24 @@ import numpy as np
 __all__ = ["evaluate_bundle", "main"]
 
 
-def _val_indices(sources: Sequence[str], bundle) -> np.ndarray:
-    """Tile indices whose source image is in the bundle's recorded validation set."""
+def recorded_val_sources(bundle) -> set[str]:
+    """The validation source images recorded in a bundle by ``hvx-train``.
+
+    Raises:
+        ValueError: If the bundle records none (not written by hvx-train).
+    """
     recorded = (bundle.provenance.get("data") or {}).get("val_sources")
     if not recorded:
         raise ValueError(
             f"expected provenance.data.val_sources in {bundle.path}/model.json (written by "
             "hvx-train), got none: cannot tell which images the model never saw"
         )
-    keep = set(recorded)
+    return set(recorded)
+
+
+def _val_indices(sources: Sequence[str], bundle) -> np.ndarray:
+    """Tile indices whose source image is in the bundle's recorded validation set."""
+    keep = recorded_val_sources(bundle)
     idx = np.flatnonzero([s in keep for s in sources])
     if idx.size == 0:
         raise ValueError(

@@ -37,12 +37,9 @@ DEFAULT_GRID: dict[str, tuple] = {
 
 def _train_indices(sources: Sequence[str], bundle, max_tiles: int) -> np.ndarray:
     """Tiles whose source image is NOT in the bundle's validation set (evenly thinned)."""
-    held_out = set((bundle.provenance.get("data") or {}).get("val_sources") or [])
-    if not held_out:
-        raise ValueError(
-            f"expected provenance.data.val_sources in {bundle.path}/model.json (written by "
-            "hvx-train), got none: cannot tell which images are safe to tune on"
-        )
+    from hvx.training.evaluate import recorded_val_sources
+
+    held_out = recorded_val_sources(bundle)
     idx = np.flatnonzero([s not in held_out for s in sources])
     if idx.size == 0:
         raise ValueError("expected tiles from training sources in the data, got only held-out ones")
