@@ -198,6 +198,26 @@ def _x_weights(w, inv_tw, grid_x):
     return c1, c2, xa, xa1
 
 
+@njit(cache=True, inline="always")
+def _mix(lr1, lr2, j1, j2, a, a1, ya, ya1):
+    """One channel of one pixel: OpenCV's bilinear LUT mix in its float32 order, rounded.
+
+    ``j1``/``j2``: offsets of the left/right tile's LUT entry for the pixel's
+    value (and channel plane) in the upper (``lr1``) and lower (``lr2``) rows.
+    """
+    top = lr1[j1] * a1 + lr1[j2] * a
+    bot = lr2[j1] * a1 + lr2[j2] * a
+    return _lrint(top * ya1 + bot * ya)
+
+
+@njit(cache=True, inline="always")
+def _mix_fma(lr1, lr2, j1, j2, a, a1, ya, ya1):
+    """:func:`_mix` with each multiply fused into the following add (exact tiles only)."""
+    top = _fma(lr1[j1], a1, lr1[j2] * a)
+    bot = _fma(lr2[j1], a1, lr2[j2] * a)
+    return _lrint(_fma(top, ya1, bot * ya))
+
+
 @njit(cache=True)
 def _interp3(src, lr1, lr2, plane, c1, c2, xa, xa1, ya, ya1, q):
     """CLAHE of one row: R, G, B LUT interpolation in OpenCV's float32 order.
@@ -224,20 +244,13 @@ def _interp3(src, lr1, lr2, plane, c1, c2, xa, xa1, ya, ya1, q):
     r, g, b = q[0], q[1], q[2]
     for x in range(len(r)):
         s = np.uint32(3 * x)
-        i1, i2 = c1[x], c2[x]
-        a, a1 = xa[x], xa1[x]
+        i1, i2, a, a1 = c1[x], c2[x], xa[x], xa1[x]
         k = np.uint32(src[s])
-        top = lr1[i1 + k] * a1 + lr1[i2 + k] * a
-        bot = lr2[i1 + k] * a1 + lr2[i2 + k] * a
-        r[x] = _lrint(top * ya1 + bot * ya)
+        r[x] = _mix(lr1, lr2, i1 + k, i2 + k, a, a1, ya, ya1)
         k = np.uint32(src[s + 1]) + p1
-        top = lr1[i1 + k] * a1 + lr1[i2 + k] * a
-        bot = lr2[i1 + k] * a1 + lr2[i2 + k] * a
-        g[x] = _lrint(top * ya1 + bot * ya)
+        g[x] = _mix(lr1, lr2, i1 + k, i2 + k, a, a1, ya, ya1)
         k = np.uint32(src[s + 2]) + p2
-        top = lr1[i1 + k] * a1 + lr1[i2 + k] * a
-        bot = lr2[i1 + k] * a1 + lr2[i2 + k] * a
-        b[x] = _lrint(top * ya1 + bot * ya)
+        b[x] = _mix(lr1, lr2, i1 + k, i2 + k, a, a1, ya, ya1)
 
 
 @njit(cache=True)
@@ -254,20 +267,13 @@ def _interp3_exact(src, lr1, lr2, plane, c1, c2, xa, xa1, ya, ya1, q):
     r, g, b = q[0], q[1], q[2]
     for x in range(len(r)):
         s = np.uint32(3 * x)
-        i1, i2 = c1[x], c2[x]
-        a, a1 = xa[x], xa1[x]
+        i1, i2, a, a1 = c1[x], c2[x], xa[x], xa1[x]
         k = np.uint32(src[s])
-        top = _fma(lr1[i1 + k], a1, lr1[i2 + k] * a)
-        bot = _fma(lr2[i1 + k], a1, lr2[i2 + k] * a)
-        r[x] = _lrint(_fma(top, ya1, bot * ya))
+        r[x] = _mix_fma(lr1, lr2, i1 + k, i2 + k, a, a1, ya, ya1)
         k = np.uint32(src[s + 1]) + p1
-        top = _fma(lr1[i1 + k], a1, lr1[i2 + k] * a)
-        bot = _fma(lr2[i1 + k], a1, lr2[i2 + k] * a)
-        g[x] = _lrint(_fma(top, ya1, bot * ya))
+        g[x] = _mix_fma(lr1, lr2, i1 + k, i2 + k, a, a1, ya, ya1)
         k = np.uint32(src[s + 2]) + p2
-        top = _fma(lr1[i1 + k], a1, lr1[i2 + k] * a)
-        bot = _fma(lr2[i1 + k], a1, lr2[i2 + k] * a)
-        b[x] = _lrint(_fma(top, ya1, bot * ya))
+        b[x] = _mix_fma(lr1, lr2, i1 + k, i2 + k, a, a1, ya, ya1)
 
 
 @njit(cache=True, pipeline_class=_NoAliasCompiler)
