@@ -102,11 +102,7 @@ struct Runs {
         if (x >= W) break;
         int64_t s = x;
         x = skip(row, x, W, val == 0);
-        const int32_t id = static_cast<int32_t>(y.size());
-        y.push_back(static_cast<int32_t>(r));
-        x0.push_back(static_cast<int32_t>(s));
-        x1.push_back(static_cast<int32_t>(x));
-        parent.push_back(id);
+        push_run(r, s, x);
       }
     }
     row_start[H] = static_cast<int64_t>(y.size());
@@ -125,15 +121,19 @@ struct Runs {
         const int64_t s = next_bit(row, words, W, x, val);
         if (s >= W) break;
         x = next_bit(row, words, W, s, !val);
-        const int32_t id = static_cast<int32_t>(y.size());
-        y.push_back(static_cast<int32_t>(r));
-        x0.push_back(static_cast<int32_t>(s));
-        x1.push_back(static_cast<int32_t>(x));
-        parent.push_back(id);
+        push_run(r, s, x);
       }
     }
     row_start[H] = static_cast<int64_t>(y.size());
     join(H);
+  }
+
+  // Appends the run [s, e) of row r as its own component.
+  void push_run(int64_t r, int64_t s, int64_t e) {
+    parent.push_back(static_cast<int32_t>(y.size()));
+    y.push_back(static_cast<int32_t>(r));
+    x0.push_back(static_cast<int32_t>(s));
+    x1.push_back(static_cast<int32_t>(e));
   }
 
   void join(int64_t H) {
