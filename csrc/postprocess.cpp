@@ -81,7 +81,7 @@ int64_t reflect101(int64_t p, int64_t n) {
 struct Workspace {
   std::vector<uint8_t> fg, marker, mask_p;
   std::vector<double> sh, sv, g, dist_p;
-  std::vector<int32_t> lab_p, first;
+  std::vector<int32_t> lab_p, first, span;
   std::vector<uint64_t> mbits;    // markers, bit rows
   std::vector<LabelRun> mruns;    // marker runs and labels
   std::vector<uint8_t> multi;
@@ -119,14 +119,16 @@ void resize(std::vector<T>& v, int64_t n) {
 #define HVX_PP_INLINE inline
 #endif
 
-// What the fused foreground pass needs. Only foreground pixels are computed:
-// outside the foreground g and the markers are 0 (g must hold 0 there when
-// the pass starts, the markers are cleared here) and the relief is never read.
+// What the fused foreground pass needs. It runs over each row's foreground
+// span (first to last foreground pixel, vectorised with a select), so g and the
+// markers are 0 off the foreground and the relief is right wherever the flood
+// reads it (g must be 0 everywhere when the pass starts; the caller clears the
+// spans again afterwards).
 struct EnergyArgs {
   const double* sh;  // Sobel maps (H x W)
   const double* sv;
-  const FgRun* runs;  // foreground runs, raster order
-  size_t nruns;
+  const uint8_t* fg;  // (H x W) foreground 0 / 1
+  const int32_t* span;  // per row: x0, x1 of its foreground span (x0 == x1: none)
   double ah, bh, av, bv;  // min-max normalisation of sh / sv
   double thr;
   int64_t H, W, Wp;
@@ -135,13 +137,14 @@ struct EnergyArgs {
   double* dist;       // padded (H + 2) x (W + 2): -GaussianBlur(g) on the foreground
 };
 
-// Gradient energy on [x0, x1) of row y (all foreground): overall = max(1 -
-// norm(sh), 1 - norm(sv)) (float32, then float64, >= 0), g = 1 - overall (the
-// reference's (1 - overall) * blb), marker = !(overall >= thr).
+// Gradient energy on [x0, x1) of row y: overall = max(1 - norm(sh), 1 -
+// norm(sv)) (float32, then float64, >= 0), g = (1 - overall) * fg (the
+// reference's (1 - overall) * blb), marker = fg & !(overall >= thr).
 HVX_PP_INLINE void energy_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_t x1) {
   const int64_t o = y * a.W;
   const double* sh = a.sh + o;
   const double* sv = a.sv + o;
+  const uint8_t* fg = a.fg + o;
   double* g = a.g + o;
   uint8_t* mk = a.marker + o;
   const double ah = a.ah, bh = a.bh, av = a.av, bv = a.bv, thr = a.thr;
@@ -151,8 +154,9 @@ HVX_PP_INLINE void energy_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
     const float p = 1.0f - nh, q = 1.0f - nv;
     double ov = static_cast<double>(p > q ? p : q);
     ov = ov < 0.0 ? 0.0 : ov;
-    g[x] = 1.0 - ov;
-    mk[x] = static_cast<uint8_t>(ov < thr);
+    const bool f = fg[x] != 0;
+    g[x] = f ? 1.0 - ov : 0.0;
+    mk[x] = static_cast<uint8_t>(f & (ov < thr));
   }
 }
 
@@ -184,8 +188,12 @@ HVX_PP_INLINE void relief_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
 
 HVX_PP_INLINE void energy_relief_body(const EnergyArgs& a) {
   std::memset(a.marker, 0, static_cast<size_t>(a.H * a.W));
-  for (size_t i = 0; i < a.nruns; ++i) energy_run(a, a.runs[i].y, a.runs[i].x0, a.runs[i].x1);
-  for (size_t i = 0; i < a.nruns; ++i) relief_run(a, a.runs[i].y, a.runs[i].x0, a.runs[i].x1);
+  for (int64_t y = 0; y < a.H; ++y) {
+    if (a.span[2 * y] < a.span[2 * y + 1]) energy_run(a, y, a.span[2 * y], a.span[2 * y + 1]);
+  }
+  for (int64_t y = 0; y < a.H; ++y) {
+    if (a.span[2 * y] < a.span[2 * y + 1]) relief_run(a, y, a.span[2 * y], a.span[2 * y + 1]);
+  }
 }
 
 #if HVX_PP_X86
@@ -203,6 +211,39 @@ void energy_relief(const EnergyArgs& a) {
   energy_relief_plain(a);
 }
 
+// fg = np >= thr (0 / 1); false when np holds a NaN or inf (x - x is 0 for
+// finite x, else NaN).
+HVX_PP_INLINE bool threshold_body(const float* np, int64_t n, float thr, uint8_t* fg) {
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) {  // branch-free: vectorises
+    const float x = np[i];
+    fg[i] = x >= thr ? 1 : 0;
+    bad |= !(x - x == 0.0f);
+  }
+  return !bad;
+}
+
+#if HVX_PP_X86
+HVX_PP_AVX512 bool threshold_avx512(const float* np, int64_t n, float thr, uint8_t* fg) {
+  return threshold_body(np, n, thr, fg);
+}
+HVX_PP_AVX2 bool threshold_avx2(const float* np, int64_t n, float thr, uint8_t* fg) {
+  return threshold_body(np, n, thr, fg);
+}
+#endif
+bool threshold_plain(const float* np, int64_t n, float thr, uint8_t* fg) {
+  return threshold_body(np, n, thr, fg);
+}
+
+bool threshold(const float* np, int64_t n, float thr, uint8_t* fg) {
+#if HVX_PP_X86
+  const int isa = isa_level();
+  if (isa >= 2) return threshold_avx512(np, n, thr, fg);
+  if (isa >= 1) return threshold_avx2(np, n, thr, fg);
+#endif
+  return threshold_plain(np, n, thr, fg);
+}
+
 }  // namespace
 
 void instances_from_hv(const float* np, const float* h, const float* v, int64_t H, int64_t W,
@@ -214,14 +255,8 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   Workspace& ws = workspace();
   resize(ws.fg, n);
   uint8_t* fg = ws.fg.data();
-  const float thr_np = p.np_threshold;
-  int bad = 0;
-  for (int64_t i = 0; i < n; ++i) {  // x - x is 0 for finite x, else NaN
-    const float x = np[i];
-    fg[i] = x >= thr_np ? 1 : 0;
-    bad |= !(x - x == 0.0f);
-  }
-  if (bad) throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
+  if (!threshold(np, n, p.np_threshold, fg)) throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
+  PP_STAGE(9, "threshold");
   static const char* const kHvBad = "hv: expected finite values, got NaN or inf";
   if (remove_small4(fg, H, W, p.min_object_size, &ws.runs, &ws.ncomp) == 0) {
     if (!all_finite_f32(h, n) || !all_finite_f32(v, n)) throw std::invalid_argument(kHvBad);
@@ -247,7 +282,15 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   resize(ws.dist_p, np_), resize(ws.mask_p, np_), resize(ws.lab_p, np_);
   EnergyArgs ea;
   ea.sh = ws.sh.data(), ea.sv = ws.sv.data();
-  ea.runs = ws.runs.data(), ea.nruns = ws.runs.size();
+  // each row's foreground span, from the runs (raster order)
+  resize(ws.span, 2 * H);
+  int32_t* span = ws.span.data();
+  std::fill(span, span + 2 * H, 0);
+  for (const FgRun& r : ws.runs) {
+    if (span[2 * r.y] == span[2 * r.y + 1]) span[2 * r.y] = r.x0;
+    span[2 * r.y + 1] = r.x1;
+  }
+  ea.fg = fg, ea.span = span;
   minmax_scale_shift(lo_h[0], lo_h[1], &ea.ah, &ea.bh);
   minmax_scale_shift(lo_v[0], lo_v[1], &ea.av, &ea.bv);
   ea.thr = p.marker_threshold;
@@ -264,10 +307,10 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     std::memcpy(mask + (y + 1) * Wp + 1, fg + y * W, static_cast<size_t>(W));
   }
   energy_relief(ea);
-  // g back to 0 on the foreground: the next call relies on it
-  for (const FgRun& r : ws.runs) {
-    std::memset(ws.g.data() + static_cast<int64_t>(r.y) * W + r.x0, 0,
-                static_cast<size_t>(r.x1 - r.x0) * sizeof(double));
+  // g back to 0 on the spans: the next call relies on it
+  for (int64_t y = 0; y < H; ++y) {
+    std::memset(ws.g.data() + y * W + span[2 * y], 0,
+                static_cast<size_t>(span[2 * y + 1] - span[2 * y]) * sizeof(double));
   }
   PP_STAGE(2, "energy");
 
@@ -295,9 +338,9 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
       for (int32_t x = r.x0; x < r.x1; ++x) lo[x] = fr[x] ? r.label : 0;
     }
   };
-  std::memset(lp, 0, static_cast<size_t>(np_) * sizeof(int32_t));
-  paint_markers();
-
+  // lp is all 0 here (kept so between calls). Paint the markers where they meet
+  // the foreground by walking marker runs and foreground runs together; each
+  // painted piece names its component, which gives the components' labels.
   // The flood never leaves a 4-connected foreground component: one with a
   // single marker label is that label throughout, one without markers stays 0,
   // and only components with two or more labels are flooded.
@@ -306,18 +349,22 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   std::vector<uint8_t>& multi = ws.multi;
   first.assign(static_cast<size_t>(nc), 0);
   multi.assign(static_cast<size_t>(nc), 0);
-  for (const FgRun& r : ws.runs) {
-    const int32_t* lo = lp + (r.y + 1) * Wp + 1;
-    int32_t mn = INT32_MAX, mx = 0;  // smallest / largest label on the run
-    for (int32_t x = r.x0; x < r.x1; ++x) {  // branch-free: vectorises
-      const int32_t l = lo[x];
-      mn = std::min(mn, l ? l : INT32_MAX);
-      mx = std::max(mx, l);
+  {
+    const FgRun* fr = ws.runs.data();
+    const size_t nf = ws.runs.size();
+    size_t i = 0;
+    for (const LabelRun& r : ws.mruns) {
+      if (ws.counts[r.label] < p.min_object_size) continue;
+      while (i < nf && (fr[i].y < r.y || (fr[i].y == r.y && fr[i].x1 <= r.x0))) ++i;
+      int32_t* lo = lp + (r.y + 1) * Wp + 1;
+      for (size_t j = i; j < nf && fr[j].y == r.y && fr[j].x0 < r.x1; ++j) {
+        const int32_t a = std::max(r.x0, fr[j].x0), b = std::min(r.x1, fr[j].x1);
+        std::fill(lo + a, lo + b, r.label);
+        int32_t& f = first[fr[j].comp];
+        if (!f) f = r.label;
+        multi[fr[j].comp] |= static_cast<uint8_t>(f != r.label);
+      }
     }
-    if (!mx) continue;
-    int32_t& f = first[r.comp];
-    if (!f) f = mn;
-    multi[r.comp] |= static_cast<uint8_t>(mn != mx || f != mn);
   }
   // Pixels of the flooded components grouped by component (raster order in
   // each): each is flooded on its own, so the flood stays in a small region.
@@ -365,8 +412,16 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     watershed_exact(ws.dist_p.data(), mask, lp, Hp, Wp);
   }
   PP_STAGE(7, "watershed");
+  // Labels are only ever on the foreground, inside each row's span: copy the
+  // spans out and clear them, which leaves lp all 0 for the next call.
   for (int64_t y = 0; y < H; ++y) {
-    std::memcpy(out + y * W, lp + (y + 1) * Wp + 1, static_cast<size_t>(W) * sizeof(int32_t));
+    const int32_t a = span[2 * y], b = span[2 * y + 1];
+    int32_t* o = out + y * W;
+    int32_t* lo = lp + (y + 1) * Wp + 1;
+    std::memset(o, 0, static_cast<size_t>(a) * sizeof(int32_t));
+    std::memcpy(o + a, lo + a, static_cast<size_t>(b - a) * sizeof(int32_t));
+    std::memset(lo + a, 0, static_cast<size_t>(b - a) * sizeof(int32_t));
+    std::memset(o + b, 0, static_cast<size_t>(W - b) * sizeof(int32_t));
   }
   PP_STAGE(8, "copy-out");
 }

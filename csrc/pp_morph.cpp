@@ -353,15 +353,19 @@ void ellipse_pass_bits(const uint64_t* src, int64_t H, int64_t W, const std::vec
     }
   }
   // Vertical: rows outside the image are skipped (1 for erosion, 0 for dilation).
+  std::vector<int>& dis = scratch<std::vector<int>, 7>();  // row i of the ellipse: its ds index
+  dis.assign(static_cast<size_t>(k), -1);
+  for (int i = 0; i < k; ++i) {
+    if (half[i] >= 0) dis[i] = static_cast<int>(std::lower_bound(ds.begin(), ds.end(), half[i]) - ds.begin());
+  }
   for (int64_t y = 0; y < H; ++y) {
     uint64_t* o = dst + y * words;
     for (int64_t w = 0; w < words; ++w) o[w] = fill;
     for (int i = 0; i < k; ++i) {
-      if (half[i] < 0) continue;
+      if (dis[i] < 0) continue;
       const int64_t yy = y + i - r;
       if (yy < 0 || yy >= H) continue;
-      const size_t di = std::lower_bound(ds.begin(), ds.end(), half[i]) - ds.begin();
-      const uint64_t* h = hz.data() + (di * H + yy) * words;
+      const uint64_t* h = hz.data() + (dis[i] * H + yy) * words;
       if (erode) {
         for (int64_t w = 0; w < words; ++w) o[w] &= h[w];
       } else {

@@ -145,7 +145,7 @@ class RankQueue {
     if (next_.size() < static_cast<size_t>(n)) next_.resize(static_cast<size_t>(n));
     uint32_t R = 0;
     for (size_t j = 0; j < m; ++j) {
-      if (j > 0 && keys_[j] != keys_[j - 1]) ++R;
+      R += static_cast<uint32_t>(j > 0 && keys_[j] != keys_[j - 1]);
       rank_[order_[j]] = R;
     }
     ++R;
@@ -222,37 +222,52 @@ class RankQueue {
     }
     hist_.assign(nb + 1, 0);
     for (size_t j = 0; j < m; ++j) hist_[bid[j] + 1]++;
-    for (size_t b = 0; b < nb; ++b) hist_[b + 1] += hist_[b];
+    max_bucket_ = 0;
+    for (size_t b = 0; b < nb; ++b) {
+      max_bucket_ = std::max<size_t>(max_bucket_, hist_[b + 1]);
+      hist_[b + 1] += hist_[b];
+    }
     for (size_t j = 0; j < m; ++j) {
       const uint32_t dst = hist_[bid[j]]++;
       tmpk_[dst] = value_key(vals[j]);
       tmpo_[dst] = pix_[j];
     }
-    // hist_[b] is now the end of bucket b (and the start of bucket b + 1).
-    size_t start = 0;
-    for (size_t b = 0; b < nb; ++b) {
-      const size_t end = hist_[b];
-      const size_t len = end - start;
-      if (len > 1 && len <= 24) {  // insertion sort by key
-        for (size_t i = start + 1; i < end; ++i) {
-          const uint64_t k = tmpk_[i];
-          const uint32_t o = tmpo_[i];
-          size_t j = i;
-          while (j > start && tmpk_[j - 1] > k) tmpk_[j] = tmpk_[j - 1], tmpo_[j] = tmpo_[j - 1], --j;
-          tmpk_[j] = k, tmpo_[j] = o;
+    // Buckets are in value order, so one insertion pass over the whole array
+    // finishes the sort: an item only moves inside its bucket (~2 items), and
+    // the common "already in place" comparison is well predicted. A bucket too
+    // large for that (a flat relief) is sorted on its own.
+    if (max_bucket_ > kSmallBucket) {
+      size_t start = 0;
+      for (size_t b = 0; b < nb; ++b) {
+        const size_t end = hist_[b];  // now the end of bucket b
+        if (end - start > kSmallBucket) {
+          pairs_.resize(end - start);
+          for (size_t i = start; i < end; ++i) pairs_[i - start] = {tmpk_[i], tmpo_[i]};
+          std::sort(pairs_.begin(), pairs_.end());
+          for (size_t i = start; i < end; ++i)
+            tmpk_[i] = pairs_[i - start].first, tmpo_[i] = pairs_[i - start].second;
         }
-      } else if (len > 24) {
-        pairs_.resize(len);
-        for (size_t i = 0; i < len; ++i) pairs_[i] = {tmpk_[start + i], tmpo_[start + i]};
-        std::sort(pairs_.begin(), pairs_.end());
-        for (size_t i = 0; i < len; ++i)
-          tmpk_[start + i] = pairs_[i].first, tmpo_[start + i] = pairs_[i].second;
+        start = end;
       }
-      start = end;
+    }
+    uint64_t* k = tmpk_.data();
+    uint32_t* o = tmpo_.data();
+    for (size_t i = 1; i < m; ++i) {
+      const uint64_t ki = k[i];
+      if (k[i - 1] <= ki) continue;
+      const uint32_t oi = o[i];
+      size_t j = i;
+      do {
+        k[j] = k[j - 1], o[j] = o[j - 1];
+        --j;
+      } while (j > 0 && k[j - 1] > ki);
+      k[j] = ki, o[j] = oi;
     }
     keys_.swap(tmpk_), order_.swap(tmpo_);
   }
 
+  static constexpr size_t kSmallBucket = 64;  // larger ones: std::sort
+  size_t max_bucket_ = 0;
   std::vector<std::pair<uint64_t, uint32_t>> pairs_;
   std::vector<uint32_t> bid_;
   std::vector<double> vals_;
