@@ -88,7 +88,7 @@ struct Workspace {
   std::vector<FgRun> runs;  // foreground runs and their components
   int32_t ncomp = 0;
   std::vector<uint32_t> in_mask;
-  std::vector<int64_t> counts, cstart, cfill;
+  std::vector<int64_t> counts, cstart, cfill, cback;
 };
 
 // Not inlined: in a shared library every access to a thread_local costs a
@@ -122,8 +122,7 @@ void resize(std::vector<T>& v, int64_t n) {
 // What the fused foreground pass needs. It runs over each row's foreground
 // span (first to last foreground pixel, vectorised with a select), so g and the
 // markers are 0 off the foreground and the relief is right wherever the flood
-// reads it (g must be 0 everywhere when the pass starts; the caller clears the
-// spans again afterwards).
+// reads it. g lives in a ring of three rows (the blur's reach), not a map.
 struct EnergyArgs {
   const double* sh;  // Sobel maps (H x W)
   const double* sv;
@@ -132,7 +131,7 @@ struct EnergyArgs {
   double ah, bh, av, bv;  // min-max normalisation of sh / sv
   double thr;
   int64_t H, W, Wp;
-  double* g;          // (H x W) (1 - overall) * fg
+  double* g;          // ring of 3 rows of W: row y of (1 - overall) * fg in slot y % 3
   uint8_t* marker;    // (H x W) fg & overall < thr
   double* dist;       // padded (H + 2) x (W + 2): -GaussianBlur(g) on the foreground
 };
@@ -145,7 +144,7 @@ HVX_PP_INLINE void energy_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
   const double* sh = a.sh + o;
   const double* sv = a.sv + o;
   const uint8_t* fg = a.fg + o;
-  double* g = a.g + o;
+  double* g = a.g + y % 3 * a.W;
   uint8_t* mk = a.marker + o;
   const double ah = a.ah, bh = a.bh, av = a.av, bv = a.bv, thr = a.thr;
   for (int64_t x = x0; x < x1; ++x) {  // branch-free: vectorises
@@ -164,9 +163,9 @@ HVX_PP_INLINE void energy_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
 // -GaussianBlur(g) with OpenCV's order, BORDER_REFLECT_101.
 HVX_PP_INLINE void relief_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_t x1) {
   const int64_t H = a.H, W = a.W;
-  const double* gu = a.g + reflect101(y - 1, H) * W;
-  const double* gc = a.g + y * W;
-  const double* gd = a.g + reflect101(y + 1, H) * W;
+  const double* gu = a.g + reflect101(y - 1, H) % 3 * W;
+  const double* gc = a.g + y % 3 * W;
+  const double* gd = a.g + reflect101(y + 1, H) % 3 * W;
   double* d = a.dist + (y + 1) * a.Wp + 1;
   auto at = [&](int64_t x) {
     const int64_t xm = reflect101(x - 1, W), xp = reflect101(x + 1, W);
@@ -186,12 +185,20 @@ HVX_PP_INLINE void relief_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
   if (x1 == W && W > 1) d[W - 1] = at(W - 1);
 }
 
+// Row y of g into its ring slot: 0 off the span.
+HVX_PP_INLINE void g_row(const EnergyArgs& a, int64_t y) {
+  const int32_t x0 = a.span[2 * y], x1 = a.span[2 * y + 1];
+  double* g = a.g + y % 3 * a.W;
+  std::memset(g, 0, static_cast<size_t>(x0) * sizeof(double));
+  std::memset(g + x1, 0, static_cast<size_t>(a.W - x1) * sizeof(double));
+  if (x0 < x1) energy_run(a, y, x0, x1);
+}
+
 HVX_PP_INLINE void energy_relief_body(const EnergyArgs& a) {
   std::memset(a.marker, 0, static_cast<size_t>(a.H * a.W));
+  g_row(a, 0);  // rows y - 1 and y are in the ring before row y + 1
   for (int64_t y = 0; y < a.H; ++y) {
-    if (a.span[2 * y] < a.span[2 * y + 1]) energy_run(a, y, a.span[2 * y], a.span[2 * y + 1]);
-  }
-  for (int64_t y = 0; y < a.H; ++y) {
+    if (y + 1 < a.H) g_row(a, y + 1);
     if (a.span[2 * y] < a.span[2 * y + 1]) relief_run(a, y, a.span[2 * y], a.span[2 * y + 1]);
   }
 }
@@ -278,7 +285,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   // One pass: gradient energy, markers, g = (1 - overall) * fg and the padded
   // relief -GaussianBlur(g) and mask for the flood.
   const int64_t Hp = H + 2, Wp = W + 2, np_ = Hp * Wp;
-  resize(ws.g, n), resize(ws.marker, n);
+  resize(ws.g, 3 * W), resize(ws.marker, n);
   resize(ws.dist_p, np_), resize(ws.mask_p, np_), resize(ws.lab_p, np_);
   EnergyArgs ea;
   ea.sh = ws.sh.data(), ea.sv = ws.sv.data();
@@ -307,11 +314,6 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     std::memcpy(mask + (y + 1) * Wp + 1, fg + y * W, static_cast<size_t>(W));
   }
   energy_relief(ea);
-  // g back to 0 on the spans: the next call relies on it
-  for (int64_t y = 0; y < H; ++y) {
-    std::memset(ws.g.data() + y * W + span[2 * y], 0,
-                static_cast<size_t>(span[2 * y + 1] - span[2 * y]) * sizeof(double));
-  }
   PP_STAGE(2, "energy");
 
   // Markers on bit rows: hole filling, opening, labels as runs (raster order).
@@ -366,8 +368,10 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
       }
     }
   }
-  // Pixels of the flooded components grouped by component (raster order in
-  // each): each is flooded on its own, so the flood stays in a small region.
+  // The queue of each flooded component (raster order in each): its
+  // unlabelled pixels from the front of its slot in pix, its active markers
+  // (labelled, with an unlabelled in-mask 4-neighbour) from the back. Each
+  // component is flooded on its own, so the flood stays in a small region.
   std::vector<uint32_t>& pix = ws.in_mask;
   std::vector<int64_t>& cstart = ws.cstart;
   cstart.assign(static_cast<size_t>(nc) + 1, 0);
@@ -382,24 +386,38 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   }
   for (int32_t c = 0; c < nc; ++c) cstart[c + 1] += cstart[c];
   pix.resize(static_cast<size_t>(cstart[nc]));
-  {
-    std::vector<int64_t>& fill = ws.cfill;
-    fill.assign(cstart.begin(), cstart.end() - 1);
-    for (const FgRun& r : ws.runs) {
-      if (!multi[r.comp]) continue;
-      const uint32_t base = static_cast<uint32_t>((r.y + 1) * Wp + 1);
-      uint32_t* o = pix.data() + fill[r.comp];
-      for (int32_t x = r.x0; x < r.x1; ++x) *o++ = base + static_cast<uint32_t>(x);
-      fill[r.comp] += r.x1 - r.x0;
+  std::vector<int64_t>& cfront = ws.cfill;
+  std::vector<int64_t>& cback = ws.cback;
+  cfront.assign(cstart.begin(), cstart.end() - 1);
+  cback.assign(cstart.begin() + 1, cstart.end());
+  for (const FgRun& r : ws.runs) {
+    if (!multi[r.comp]) continue;
+    const uint32_t base = static_cast<uint32_t>((r.y + 1) * Wp + 1);
+    uint32_t* front = pix.data() + cfront[r.comp];
+    uint32_t* back = pix.data() + cback[r.comp];
+    for (int32_t x = r.x0; x < r.x1; ++x) {
+      const uint32_t i = base + static_cast<uint32_t>(x);
+      if (!lp[i]) {
+        *front++ = i;
+      } else if ((mask[i - Wp] && !lp[i - Wp]) || (mask[i - 1] && !lp[i - 1]) ||
+                 (mask[i + 1] && !lp[i + 1]) || (mask[i + Wp] && !lp[i + Wp])) {
+        *--back = i;
+      }
     }
+    cfront[r.comp] = front - pix.data();
+    cback[r.comp] = back - pix.data();
   }
   PP_STAGE(6, "ws-prep");
   bool fast = true;
   for (int32_t c = 0; c < nc && fast; ++c) {
     if (cstart[c + 1] == cstart[c]) continue;
-    // one component per call: seeds tied in value matter only within it
-    fast = watershed_fast(ws.dist_p.data(), mask, lp, Hp, Wp, pix.data() + cstart[c],
-                          static_cast<size_t>(cstart[c + 1] - cstart[c]));
+    // one component per call: seeds tied in value matter only within it; the
+    // seeds were stored back to front, so reverse them to raster order
+    uint32_t* seeds = pix.data() + cback[c];
+    const size_t nseeds = static_cast<size_t>(cstart[c + 1] - cback[c]);
+    std::reverse(seeds, seeds + nseeds);
+    fast = watershed_fast_queued(ws.dist_p.data(), mask, lp, Hp, Wp, pix.data() + cstart[c],
+                                 static_cast<size_t>(cfront[c] - cstart[c]), seeds, nseeds);
   }
   if (!fast) {
     // Seeds of one value in one component: scikit-image's heap on the whole

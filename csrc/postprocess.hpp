@@ -134,6 +134,12 @@ void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int6
 // order them (then call watershed_exact on the whole mask).
 bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
                     const uint32_t* in_mask, size_t n_in_mask);
+// The same with the queue already split: `cand` the unlabelled in-mask pixels
+// and `seeds` the labelled ones with an unlabelled in-mask 4-neighbour (both in
+// ascending order, whole components).
+bool watershed_fast_queued(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                           int64_t Wp, const uint32_t* cand, size_t ncand, const uint32_t* seeds,
+                           size_t nseeds);
 // scikit-image's heap flood itself (every marker pushed in raster order).
 void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
                      int64_t Wp);

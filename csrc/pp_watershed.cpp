@@ -136,9 +136,10 @@ void flood(const double* img, const uint8_t* mask, int32_t* lab, int64_t Wp,
 class RankQueue {
  public:
   bool flood(const double* img, int32_t* lab, const uint8_t* mask, int64_t Hp, int64_t Wp,
-             const std::vector<uint32_t>& pix, const std::vector<uint32_t>& seeds) {
+             const uint32_t* cand, size_t ncand, const uint32_t* seeds, size_t nseeds) {
     const int64_t n = Hp * Wp;
-    pix_.assign(pix.begin(), pix.end());
+    pix_.assign(cand, cand + ncand);
+    pix_.insert(pix_.end(), seeds, seeds + nseeds);
     const size_t m = pix_.size();
     sort_by_value(img);
     if (rank_.size() < static_cast<size_t>(n)) rank_.resize(static_cast<size_t>(n));
@@ -152,7 +153,8 @@ class RankQueue {
     head_.assign(R, -1);
     tail_.assign(R, -1);
     uint32_t cur = R;
-    for (uint32_t sidx : seeds) {
+    for (size_t si = 0; si < nseeds; ++si) {
+      const uint32_t sidx = seeds[si];
       const uint32_t r = rank_[sidx];
       // Seeds of one value pop one after the other in an order set by the heap
       // layout. That order cannot change the result when they have the same
@@ -311,9 +313,15 @@ bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_
       seeds.push_back(i);
     }
   }
-  if (seeds.empty()) return true;
-  cand.insert(cand.end(), seeds.begin(), seeds.end());
-  return scratch.rq.flood(img, lab, mask, Hp, Wp, cand, seeds);
+  return watershed_fast_queued(img, mask, lab, Hp, Wp, cand.data(), cand.size(), seeds.data(),
+                               seeds.size());
+}
+
+bool watershed_fast_queued(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+                           int64_t Wp, const uint32_t* cand, size_t ncand, const uint32_t* seeds,
+                           size_t nseeds) {
+  if (nseeds == 0) return true;
+  return fast_scratch().rq.flood(img, lab, mask, Hp, Wp, cand, ncand, seeds, nseeds);
 }
 
 namespace {
