@@ -31,8 +31,11 @@ def count(variant: str, size: int) -> dict:
         with enc:
             feats = model.encoder(x)
         dec = FlopCounterMode(display=False)
-        with dec:
-            model.decoder(feats)
+        with dec:  # fast_hr_*: the full-resolution skip stem counts as decoder
+            if model.hires is None:
+                model.decoder(feats)
+            else:
+                model.decoder(feats, model.hires(x))
     return {
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "encoder_params_m": sum(p.numel() for p in model.encoder.parameters()) / 1e6,

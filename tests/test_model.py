@@ -41,7 +41,8 @@ def fast_atto() -> HoVerNet:
 def test_registry_lists_the_contract_variants():
     assert set(VARIANTS) == {
         "convnext_small", "convnext_tiny", "convnext_nano", "convnext_pico", "convnext_atto",
-        "fast_convnext_atto", "fast_convnext_pico", "fast_convnext_tiny", "hovernet_resnet50",
+        "fast_convnext_atto", "fast_convnext_pico", "fast_convnext_tiny",
+        "fast_hr_convnext_atto", "fast_hr_convnext_pico", "hovernet_resnet50",
     }  # fmt: skip
     with pytest.raises(ValueError, match=r"expected a variant in .*convnext_small.*got 'vit'"):
         create_model("vit")
@@ -300,7 +301,9 @@ def test_adapt_stem_weight_generic_rules():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("variant", ["convnext_atto", "fast_convnext_atto"])
+@pytest.mark.parametrize(
+    "variant", ["convnext_atto", "fast_convnext_atto", "fast_hr_convnext_atto"]
+)
 def test_onnx_export_matches_torch(variant):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
@@ -327,3 +330,25 @@ def test_onnx_export_matches_torch(variant):
     for g, r in zip(got, ref, strict=True):
         assert g.shape == tuple(r.shape)
         np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=0)
+
+
+def test_hires_variant_sees_single_pixels():
+    """fast_hr_*: a one-pixel change moves the outputs at that pixel through the
+    full-resolution skip (the plain light decoder only sees it through the
+    stride-4 stem, blurred over its 4x4 cell)."""
+    torch.manual_seed(0)
+    model = create_model("fast_hr_convnext_atto", in_chans=6, num_types=3).eval()
+    assert model.hires is not None and model.hires.widths == (16, 32)
+    x = torch.randn(1, 6, 64, 64)
+    y = x.clone()
+    y[0, :, 21, 37] += 5.0
+    with torch.no_grad():
+        a, b = model(x)["hv"], model(y)["hv"]
+    diff = (a - b).abs()[0].amax(0)
+    assert diff[21, 37] > 0
+    # the change stays local-ish: the far corner (outside every receptive
+    # field of the skip path) only moves through the encoder, far less
+    assert diff[21, 37] > 10 * diff[0, 0]
+    plain = sum(p.numel() for p in create_model("fast_convnext_atto").parameters())
+    hr = sum(p.numel() for p in create_model("fast_hr_convnext_atto").parameters())
+    assert 0 < hr - plain < 0.01 * plain  # the skips are cheap in parameters

@@ -11,6 +11,8 @@ Variants (``list_variants()``):
 * ``fast_convnext_atto``, ``fast_convnext_pico``, ``fast_convnext_tiny``: stock
   stride-4 stem and a light U-Net-like decoder (~20-60x fewer FLOPs). Inputs
   must be multiples of 32.
+* ``fast_hr_convnext_atto``, ``fast_hr_convnext_pico``: the same with
+  full- and half-resolution skips from a small convolutional stem on the input.
 * ``hovernet_resnet50``: HoVer-Net's CoNiC baseline (SPEC §4b).
 
 ``HoVerNet.forward`` returns logits (training); :class:`HoVerNetInference`

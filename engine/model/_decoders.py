@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-__all__ = ["BRANCHES", "HoVerDecoder", "LightDecoder"]
+__all__ = ["BRANCHES", "HiResStem", "HoVerDecoder", "LightDecoder"]
 
 #: Branch names in HoVer-Net's ModuleDict order; values are computed per model.
 BRANCHES = ("tp", "np", "hv")
@@ -133,7 +133,9 @@ def _up2_bilinear(x: torch.Tensor) -> torch.Tensor:
 class _LightBranch(nn.Module):
     """U-Net-like branch: concat-skip merges at H/16..H/4, then two 2x steps to H."""
 
-    def __init__(self, channels: tuple[int, ...], out_channels: int) -> None:
+    def __init__(
+        self, channels: tuple[int, ...], out_channels: int, hires: tuple[int, int] = (0, 0)
+    ) -> None:
         super().__init__()
         c0, c1, c2, c3 = channels
         w0, w1, w2 = c0 // 2, c1 // 2, c2 // 2
@@ -141,18 +143,54 @@ class _LightBranch(nn.Module):
         self.m2 = _conv_bn_relu(c3 + c2, w2)
         self.m1 = _conv_bn_relu(w2 + c1, w1)
         self.m0 = _conv_bn_relu(w1 + c0, w0)
-        self.f2 = _conv_bn_relu(w0, wf)
-        self.f1 = _conv_bn_relu(wf, wf)
+        self.f2 = _conv_bn_relu(w0 + hires[1], wf)
+        self.f1 = _conv_bn_relu(wf + hires[0], wf)
         self.head = _conv(wf, out_channels, 1, bias=True)
 
-    def forward(self, d: list[torch.Tensor]) -> torch.Tensor:
-        """Levels at H/4..H/32 -> ``Tensor[N, out_channels, H, W]``."""
+    def forward(
+        self, d: list[torch.Tensor], hires: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Levels at H/4..H/32 (and optional H, H/2 skips) -> ``Tensor[N, out, H, W]``."""
         x = self.m2(torch.cat([_up2_bilinear(d[3]), d[2]], dim=1))
         x = self.m1(torch.cat([_up2_bilinear(x), d[1]], dim=1))
         x = self.m0(torch.cat([_up2_bilinear(x), d[0]], dim=1))
-        x = self.f2(_up2_bilinear(x))
-        x = self.f1(_up2_bilinear(x))
+        if hires is None:
+            x = self.f2(_up2_bilinear(x))
+            x = self.f1(_up2_bilinear(x))
+        else:
+            x = self.f2(torch.cat([_up2_bilinear(x), hires[1]], dim=1))
+            x = self.f1(torch.cat([_up2_bilinear(x), hires[0]], dim=1))
         return self.head(x)
+
+
+class HiResStem(nn.Module):
+    """Full- and half-resolution skip features from the input, for stride-4 encoders.
+
+    A stride-4 patchify stem never sees single pixels again; nuclei boundaries
+    and the HV maps' sharp sign flips between touching nuclei need them. Two
+    cheap conv-BN-ReLU layers at H and one stride-2 layer at H/2 give the light
+    decoder's last two steps U-Net skips (the role of HoVer-Net's level ``d0``).
+
+    Args:
+        in_chans: Input channels.
+        widths: Channels at ``(H, H/2)``.
+    """
+
+    def __init__(self, in_chans: int, widths: tuple[int, int] = (16, 32)) -> None:
+        super().__init__()
+        w0, w1 = widths
+        self.widths = widths
+        self.fullres = nn.Sequential(_conv_bn_relu(in_chans, w0), _conv_bn_relu(w0, w0))
+        self.halfres = nn.Sequential(
+            nn.Conv2d(w0, w1, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(w1),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``Tensor[N, in_chans, H, W]`` -> ``[Tensor[N, w0, H, W], Tensor[N, w1, H/2, W/2]]``."""
+        full = self.fullres(x)
+        return [full, self.halfres(full)]
 
 
 class LightDecoder(nn.Module):
@@ -165,14 +203,23 @@ class LightDecoder(nn.Module):
     Args:
         channels: Encoder channels per level (feature_info), levels at H/4..H/32.
         out_channels: Output channels per branch.
+        hires: Channels of the :class:`HiResStem` skips at ``(H, H/2)``, concatenated
+            before the last two convolutions; ``(0, 0)`` for none.
     """
 
-    def __init__(self, channels: tuple[int, ...], out_channels: dict[str, int]) -> None:
+    def __init__(
+        self,
+        channels: tuple[int, ...],
+        out_channels: dict[str, int],
+        hires: tuple[int, int] = (0, 0),
+    ) -> None:
         super().__init__()
         self.branches = nn.ModuleDict(
-            {name: _LightBranch(tuple(channels), out_channels[name]) for name in BRANCHES}
+            {name: _LightBranch(tuple(channels), out_channels[name], hires) for name in BRANCHES}
         )
 
-    def forward(self, d: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Levels ``d[i]`` at H/2^(i+2) -> ``{branch: Tensor[N, C, H, W]}``."""
-        return {name: branch(d) for name, branch in self.branches.items()}
+    def forward(
+        self, d: list[torch.Tensor], hires: list[torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Levels ``d[i]`` at H/2^(i+2), optional skips -> ``{branch: Tensor[N, C, H, W]}``."""
+        return {name: branch(d, hires) for name, branch in self.branches.items()}

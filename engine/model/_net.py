@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from hvx.model._decoders import HoVerDecoder, LightDecoder
+from hvx.model._decoders import HiResStem, HoVerDecoder, LightDecoder
 from hvx.model._encoder import build_encoder
 
 __all__ = [
@@ -29,7 +29,9 @@ class VariantSpec:
         encoder: timm model name of the encoder.
         stem: ``"stride1"`` (ConvNeXt 7x7 stride-1), ``"resnet_stride1"`` (SPEC §4b)
             or ``"stock"`` (timm's stride-4 stem).
-        decoder: ``"hovernet"`` (three HoVer-Net branches, SPEC §4b) or ``"light"``.
+        decoder: ``"hovernet"`` (three HoVer-Net branches, SPEC §4b), ``"light"``, or
+            ``"light_hr"`` (light decoder with full- and half-resolution skips
+            from a small convolutional stem on the input).
         size_multiple: Input H and W must be multiples of this.
         description: One line for docs and ``hvx info``.
     """
@@ -63,6 +65,17 @@ def _fast(enc: str) -> VariantSpec:
     )
 
 
+def _fast_hr(enc: str) -> VariantSpec:
+    return VariantSpec(
+        f"fast_hr_{enc}",
+        enc,
+        "stock",
+        "light_hr",
+        32,
+        f"{enc}, stock stride-4 stem, light U-Net decoder with full-resolution skips (CPU)",
+    )
+
+
 _VARIANTS: dict[str, VariantSpec] = {
     v.name: v
     for v in (
@@ -74,6 +87,8 @@ _VARIANTS: dict[str, VariantSpec] = {
         _fast("convnext_atto"),
         _fast("convnext_pico"),
         _fast("convnext_tiny"),
+        _fast_hr("convnext_atto"),
+        _fast_hr("convnext_pico"),
         VariantSpec(
             "hovernet_resnet50",
             "resnet50",
@@ -141,8 +156,12 @@ class HoVerNet(nn.Module):
         self.feature_channels = self.encoder.channels
         self.feature_strides = self.encoder.strides
         out = {"tp": num_types, "np": 2, "hv": 2}
+        self.hires: HiResStem | None = None
         if spec.decoder == "hovernet":
             self.decoder: nn.Module = HoVerDecoder(self.feature_channels, out, ksize=3)
+        elif spec.decoder == "light_hr":
+            self.hires = HiResStem(in_chans)
+            self.decoder = LightDecoder(self.feature_channels, out, hires=self.hires.widths)
         else:
             self.decoder = LightDecoder(self.feature_channels, out)
         self.init_report = None
@@ -180,7 +199,10 @@ class HoVerNet(nn.Module):
         """
         if not _under_export():
             self._check_input(x)
-        out = self.decoder(self.encoder(x))
+        if self.hires is None:
+            out = self.decoder(self.encoder(x))
+        else:
+            out = self.decoder(self.encoder(x), self.hires(x))
         return {"np": out["np"], "hv": out["hv"], "tp": out["tp"]}
 
 
