@@ -89,6 +89,7 @@ struct Workspace {
   int32_t ncomp = 0;
   std::vector<uint32_t> in_mask;
   std::vector<int64_t> counts, cstart, cfill, cback;
+  bool lab_dirty = false;  // lab_p may hold labels (a call did not finish)
 };
 
 // Not inlined: in a shared library every access to a thread_local costs a
@@ -262,7 +263,9 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   Workspace& ws = workspace();
   resize(ws.fg, n);
   uint8_t* fg = ws.fg.data();
-  if (!threshold(np, n, p.np_threshold, fg)) throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
+  if (!threshold(np, n, p.np_threshold, fg)) {
+    throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
+  }
   PP_STAGE(9, "threshold");
   static const char* const kHvBad = "hv: expected finite values, got NaN or inf";
   if (remove_small4(fg, H, W, p.min_object_size, &ws.runs, &ws.ncomp) == 0) {
@@ -340,12 +343,15 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
       for (int32_t x = r.x0; x < r.x1; ++x) lo[x] = fr[x] ? r.label : 0;
     }
   };
-  // lp is all 0 here (kept so between calls). Paint the markers where they meet
+  // lp is all 0 here: kept so between calls (cleared again if a call threw
+  // after painting, e.g. out of memory). Paint the markers where they meet
   // the foreground by walking marker runs and foreground runs together; each
   // painted piece names its component, which gives the components' labels.
   // The flood never leaves a 4-connected foreground component: one with a
   // single marker label is that label throughout, one without markers stays 0,
   // and only components with two or more labels are flooded.
+  if (ws.lab_dirty) std::fill(ws.lab_p.begin(), ws.lab_p.end(), 0);
+  ws.lab_dirty = true;
   const int32_t nc = ws.ncomp;
   std::vector<int32_t>& first = ws.first;
   std::vector<uint8_t>& multi = ws.multi;
@@ -441,6 +447,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     std::memset(lo + a, 0, static_cast<size_t>(b - a) * sizeof(int32_t));
     std::memset(o + b, 0, static_cast<size_t>(W - b) * sizeof(int32_t));
   }
+  ws.lab_dirty = false;
   PP_STAGE(8, "copy-out");
 }
 
