@@ -352,6 +352,12 @@ def save_bundle(
         mpath = tmp / MANIFEST_FILE
         mpath.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
         _fsync(mpath)
+        # mkdtemp makes the folder owner-only and safetensors its file likewise; a
+        # bundle is meant to be shared (lab servers, the package), so use the
+        # usual modes.
+        os.chmod(tmp, 0o755)
+        os.chmod(wpath, 0o644)
+        os.chmod(mpath, 0o644)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             os.replace(out_dir, old / "b")

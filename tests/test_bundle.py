@@ -122,6 +122,14 @@ def test_save_replaces_an_existing_bundle_and_leaves_no_temp_files(tmp_path, mod
     assert [q.name for q in tmp_path.iterdir()] == ["b"]
 
 
+def test_saved_bundle_is_readable_by_others(tmp_path, model):
+    # a bundle is shared (lab servers, the package): not owner-only like mkdtemp's
+    out = _save(tmp_path / "b", model)
+    assert out.stat().st_mode & 0o777 == 0o755
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f.name
+
+
 def test_save_is_atomic_when_writing_fails(tmp_path, model, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")

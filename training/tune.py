@@ -28,10 +28,10 @@ __all__ = ["DEFAULT_GRID", "main", "tune_postprocess", "write_postprocess"]
 
 #: Values tried per PostprocessConfig field (the SPEC §3a default is in each list).
 DEFAULT_GRID: dict[str, tuple] = {
-    "np_threshold": (0.4, 0.5, 0.6),
+    "np_threshold": (0.4, 0.5, 0.6, 0.7),
     "marker_threshold": (0.3, 0.4, 0.5, 0.6),
     "sobel_ksize": (11, 21),
-    "min_object_size": (10, 30),
+    "min_object_size": (10, 30, 50),
 }
 
 
