@@ -29,7 +29,7 @@ def test_default_bundle_is_valid_and_small():
     weights = path / "weights.safetensors"
     assert weights.stat().st_size < 20 * 2**20
     meta = json.loads((path / "model.json").read_text())
-    assert meta["variant"] == "fast_convnext_atto"
+    assert meta["variant"] == "fast_hr_convnext_atto"
 
 
 def test_default_model_segments_the_samples():
