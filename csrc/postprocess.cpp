@@ -27,7 +27,8 @@
 namespace hvx {
 namespace pp {
 
-// Stage timers for development (g++ -DHVX_PP_PROFILE ...); compiled out otherwise.
+// Stage timers for development (benchmarks/pp_stages/run.sh builds with
+// -DHVX_PP_PROFILE); compiled out otherwise.
 #ifdef HVX_PP_PROFILE
 double g_stage[16];
 const char* g_stage_name[16];
@@ -266,14 +267,14 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   if (!threshold(np, n, p.np_threshold, fg)) {
     throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
   }
-  PP_STAGE(9, "threshold");
+  PP_STAGE(0, "threshold");
   static const char* const kHvBad = "hv: expected finite values, got NaN or inf";
   if (remove_small4(fg, H, W, p.min_object_size, &ws.runs, &ws.ncomp) == 0) {
     if (!all_finite_f32(h, n) || !all_finite_f32(v, n)) throw std::invalid_argument(kHvBad);
     std::fill(out, out + n, 0);
     return;
   }
-  PP_STAGE(0, "fg+small");
+  PP_STAGE(1, "small-objects");
 
   // Sobel of the min-max normalised maps (whole tile: their min / max matter),
   // the normalisation fused into the row pass and the min / max into the column pass.
@@ -283,7 +284,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
       !sobel_normalized_f64(v, H, W, 0, p.sobel_ksize, ws.sv.data(), lo_v)) {
     throw std::invalid_argument(kHvBad);
   }
-  PP_STAGE(1, "sobel");
+  PP_STAGE(2, "sobel");
 
   // One pass: gradient energy, markers, g = (1 - overall) * fg and the padded
   // relief -GaussianBlur(g) and mask for the flood.
@@ -317,7 +318,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     std::memcpy(mask + (y + 1) * Wp + 1, fg + y * W, static_cast<size_t>(W));
   }
   energy_relief(ea);
-  PP_STAGE(2, "energy");
+  PP_STAGE(3, "energy");
 
   // Markers on bit rows: hole filling, opening, labels as runs (raster order).
   const int64_t words = bit_words(W);
@@ -325,11 +326,11 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   uint64_t* mb = ws.mbits.data();
   pack_bits(ws.marker.data(), H, W, mb);
   fill_holes_bits(mb, H, W);
-  PP_STAGE(3, "fill_holes");
+  PP_STAGE(4, "fill_holes");
   open_ellipse_bits(mb, H, W, p.opening_ksize);
-  PP_STAGE(4, "open");
+  PP_STAGE(5, "open");
   const int32_t nlab = label4_runs_bits(mb, H, W, ws.mruns, ws.counts);
-  PP_STAGE(5, "label");
+  PP_STAGE(6, "label");
   if (nlab == 0) {
     std::fill(out, out + n, 0);
     return;
@@ -413,7 +414,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     cfront[r.comp] = front - pix.data();
     cback[r.comp] = back - pix.data();
   }
-  PP_STAGE(6, "ws-prep");
+  PP_STAGE(7, "ws-prep");
   bool fast = true;
   for (int32_t c = 0; c < nc && fast; ++c) {
     if (cstart[c + 1] == cstart[c]) continue;
@@ -435,7 +436,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     paint_markers();
     watershed_exact(ws.dist_p.data(), mask, lp, Hp, Wp);
   }
-  PP_STAGE(7, "watershed");
+  PP_STAGE(8, "watershed");
   // Labels are only ever on the foreground, inside each row's span: copy the
   // spans out and clear them, which leaves lp all 0 for the next call.
   for (int64_t y = 0; y < H; ++y) {
@@ -448,7 +449,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     std::memset(o + b, 0, static_cast<size_t>(W - b) * sizeof(int32_t));
   }
   ws.lab_dirty = false;
-  PP_STAGE(8, "copy-out");
+  PP_STAGE(9, "copy-out");
 }
 
 void argmax_planes(const float* probs, int64_t C, int64_t H, int64_t W, int32_t* out) {
