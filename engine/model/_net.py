@@ -142,6 +142,7 @@ class HoVerNet(nn.Module):
             stems, 32 for the stride-4 ``fast_*`` family).
         feature_channels: Encoder channels per level (from timm ``feature_info``).
         feature_strides: True encoder stride per level.
+        hires: The :class:`HiResStem` of ``fast_hr_*`` variants (None otherwise).
         init_report: Result of ``init_from`` (None when randomly initialised).
     """
 
