@@ -89,16 +89,11 @@ struct Workspace {
   std::vector<FgRun> runs;  // foreground runs and their components
   int32_t ncomp = 0;
   std::vector<uint32_t> in_mask;
-  std::vector<int64_t> counts, cstart, cfill, cback;
+  std::vector<int64_t> counts, cstart, cfront, cback;
   bool lab_dirty = false;  // lab_p may hold labels (a call did not finish)
 };
 
-// Not inlined: in a shared library every access to a thread_local costs a
-// __tls_get_addr call, which GCC would repeat at each use of the reference.
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-Workspace& workspace() {
+HVX_NOINLINE Workspace& workspace() {
   static thread_local Workspace ws;
   return ws;
 }
@@ -221,36 +216,15 @@ void energy_relief(const EnergyArgs& a) {
 }
 
 // fg = np >= thr (0 / 1); false when np holds a NaN or inf (x - x is 0 for
-// finite x, else NaN).
-HVX_PP_INLINE bool threshold_body(const float* np, int64_t n, float thr, uint8_t* fg) {
+// finite x, else NaN). Branch-free, so it vectorises; it is bound by reading np.
+bool threshold(const float* np, int64_t n, float thr, uint8_t* fg) {
   int bad = 0;
-  for (int64_t i = 0; i < n; ++i) {  // branch-free: vectorises
+  for (int64_t i = 0; i < n; ++i) {
     const float x = np[i];
     fg[i] = x >= thr ? 1 : 0;
     bad |= !(x - x == 0.0f);
   }
   return !bad;
-}
-
-#if HVX_PP_X86
-HVX_PP_AVX512 bool threshold_avx512(const float* np, int64_t n, float thr, uint8_t* fg) {
-  return threshold_body(np, n, thr, fg);
-}
-HVX_PP_AVX2 bool threshold_avx2(const float* np, int64_t n, float thr, uint8_t* fg) {
-  return threshold_body(np, n, thr, fg);
-}
-#endif
-bool threshold_plain(const float* np, int64_t n, float thr, uint8_t* fg) {
-  return threshold_body(np, n, thr, fg);
-}
-
-bool threshold(const float* np, int64_t n, float thr, uint8_t* fg) {
-#if HVX_PP_X86
-  const int isa = isa_level();
-  if (isa >= 2) return threshold_avx512(np, n, thr, fg);
-  if (isa >= 1) return threshold_avx2(np, n, thr, fg);
-#endif
-  return threshold_plain(np, n, thr, fg);
 }
 
 }  // namespace
@@ -393,7 +367,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   }
   for (int32_t c = 0; c < nc; ++c) cstart[c + 1] += cstart[c];
   pix.resize(static_cast<size_t>(cstart[nc]));
-  std::vector<int64_t>& cfront = ws.cfill;
+  std::vector<int64_t>& cfront = ws.cfront;
   std::vector<int64_t>& cback = ws.cback;
   cfront.assign(cstart.begin(), cstart.end() - 1);
   cback.assign(cstart.begin() + 1, cstart.end());
@@ -406,8 +380,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
       const uint32_t i = base + static_cast<uint32_t>(x);
       if (!lp[i]) {
         *front++ = i;
-      } else if ((mask[i - Wp] && !lp[i - Wp]) || (mask[i - 1] && !lp[i - 1]) ||
-                 (mask[i + 1] && !lp[i + 1]) || (mask[i + Wp] && !lp[i + Wp])) {
+      } else if (is_active_marker(mask, lp, i, Wp)) {
         *--back = i;
       }
     }

@@ -14,6 +14,14 @@
 #include <string>
 #include <vector>
 
+// Per-thread scratch accessors are not inlined: in a shared library every access
+// to a thread_local costs a __tls_get_addr call, which GCC repeats at each use.
+#if defined(__GNUC__)
+#define HVX_NOINLINE __attribute__((noinline))
+#else
+#define HVX_NOINLINE
+#endif
+
 namespace hvx {
 namespace pp {
 
@@ -140,6 +148,12 @@ bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_
 bool watershed_fast_queued(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
                            int64_t Wp, const uint32_t* cand, size_t ncand, const uint32_t* seeds,
                            size_t nseeds);
+// A labelled pixel i that the flood pushes first: one of its 4-neighbours is in
+// the mask and unlabelled (padded layout: the mask border is 0).
+inline bool is_active_marker(const uint8_t* mask, const int32_t* lab, int64_t i, int64_t Wp) {
+  return (mask[i - Wp] && !lab[i - Wp]) || (mask[i - 1] && !lab[i - 1]) ||
+         (mask[i + 1] && !lab[i + 1]) || (mask[i + Wp] && !lab[i + Wp]);
+}
 // scikit-image's heap flood itself (every marker pushed in raster order).
 void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
                      int64_t Wp);

@@ -18,11 +18,6 @@
 #include <vector>
 
 #include "postprocess.hpp"
-#if defined(__GNUC__)
-#define HVX_NOINLINE __attribute__((noinline))
-#else
-#define HVX_NOINLINE
-#endif
 
 // OpenCV's column filter rounds ky[k] * (a +- b) before adding it: a fused
 // multiply-add there changes the last bit. GCC contracts a * b + c by default in
@@ -452,13 +447,11 @@ HVX_INLINE void ext_body(const float* s, int64_t W, const float* norm, const int
   if (norm) {
     const float a = norm[0], b = norm[1];
     for (int64_t x = 0; x < W; ++x) e[x + r] = static_cast<double>(std::fma(s[x], a, b));
-    for (int64_t x = 0; x < r; ++x) e[x] = e[xmap[x] + r];
-    for (int64_t x = W + r; x < W + 2 * r; ++x) e[x] = e[xmap[x] + r];
   } else {
     for (int64_t x = 0; x < W; ++x) e[x + r] = static_cast<double>(s[x]);
-    for (int64_t x = 0; x < r; ++x) e[x] = e[xmap[x] + r];
-    for (int64_t x = W + r; x < W + 2 * r; ++x) e[x] = e[xmap[x] + r];
   }
+  for (int64_t x = 0; x < r; ++x) e[x] = e[xmap[x] + r];
+  for (int64_t x = W + r; x < W + 2 * r; ++x) e[x] = e[xmap[x] + r];
 }
 #if HVX_X86_DISPATCH
 HVX_AVX512 void ext_avx512(const float* s, int64_t W, const float* n, const int64_t* xm, int r,
@@ -519,8 +512,6 @@ struct SepScratch {
   std::vector<double> ring, ext;
   std::vector<int64_t> xmap, ymap;
 };
-// One call per use: in a shared library every access to a thread_local costs a
-// __tls_get_addr call, which GCC repeats inside loops.
 HVX_NOINLINE SepScratch& sep_scratch() {
   static thread_local SepScratch s;
   return s;

@@ -9,11 +9,6 @@
 #include <vector>
 
 #include "postprocess.hpp"
-#if defined(__GNUC__)
-#define HVX_NOINLINE __attribute__((noinline))
-#else
-#define HVX_NOINLINE
-#endif
 
 namespace hvx {
 namespace pp {
@@ -147,8 +142,6 @@ struct Runs {
   }
 };
 
-// One call per use: in a shared library every access to a thread_local costs a
-// __tls_get_addr call, which GCC repeats inside loops.
 template <typename T, int Tag>
 HVX_NOINLINE T& scratch() {
   static thread_local T t;
@@ -356,7 +349,8 @@ void ellipse_pass_bits(const uint64_t* src, int64_t H, int64_t W, const std::vec
   std::vector<int>& dis = scratch<std::vector<int>, 7>();  // row i of the ellipse: its ds index
   dis.assign(static_cast<size_t>(k), -1);
   for (int i = 0; i < k; ++i) {
-    if (half[i] >= 0) dis[i] = static_cast<int>(std::lower_bound(ds.begin(), ds.end(), half[i]) - ds.begin());
+    if (half[i] < 0) continue;
+    dis[i] = static_cast<int>(std::lower_bound(ds.begin(), ds.end(), half[i]) - ds.begin());
   }
   for (int64_t y = 0; y < H; ++y) {
     uint64_t* o = dst + y * words;

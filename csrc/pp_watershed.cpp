@@ -26,11 +26,6 @@
 #include <vector>
 
 #include "postprocess.hpp"
-#if defined(__GNUC__)
-#define HVX_NOINLINE __attribute__((noinline))
-#else
-#define HVX_NOINLINE
-#endif
 
 // Lets GCC vectorise the float selects of the bucket sort (values unchanged).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -285,8 +280,6 @@ struct FastScratch {
   std::vector<uint32_t> seeds, cand;
   RankQueue rq;
 };
-// One call per use: in a shared library every access to a thread_local costs a
-// __tls_get_addr call, which GCC repeats inside loops.
 HVX_NOINLINE FastScratch& fast_scratch() {
   static thread_local FastScratch s;
   return s;
@@ -308,10 +301,7 @@ bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_
       cand.push_back(i);
       continue;
     }
-    if ((mask[i - Wp] && !lab[i - Wp]) || (mask[i - 1] && !lab[i - 1]) ||
-        (mask[i + 1] && !lab[i + 1]) || (mask[i + Wp] && !lab[i + Wp])) {
-      seeds.push_back(i);
-    }
+    if (is_active_marker(mask, lab, i, Wp)) seeds.push_back(i);
   }
   return watershed_fast_queued(img, mask, lab, Hp, Wp, cand.data(), cand.size(), seeds.data(),
                                seeds.size());
@@ -354,8 +344,7 @@ void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64
 // border; lab holds the markers (zero outside the mask).
 void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
                       int64_t Wp, bool exact_heap) {
-  static thread_local std::vector<uint32_t> pix_tls;
-  std::vector<uint32_t>& pix = pix_tls;
+  static thread_local std::vector<uint32_t> pix;
   const int64_t n = Hp * Wp;
   if (Hp < 3 || Wp < 3) return;
   if (!exact_heap) {
