@@ -28,10 +28,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from hvx.io.writers import atomic_write
 
 __all__ = [
     "PLAN_FORMAT",
@@ -57,18 +58,6 @@ ONNX_OPSET = 17
 PLAN_FORMAT = "hvx-tensorrt-plan"
 PLAN_FORMAT_VERSION = 1
 _PRECISION_FLAGS = ("bf16", "fp16", "tf32")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -139,7 +128,7 @@ def export_onnx(
     if validate:
         validate_onnx(data, module, in_chans=in_chans, atol=atol)
     path = Path(path)
-    _atomic_write_bytes(path, data)
+    atomic_write(path, data)
     log.info("exported ONNX (opset %d, %.1f MB) to %s", opset, len(data) / 2**20, path)
     return path
 
@@ -435,8 +424,8 @@ def write_plan(plan_path: str | os.PathLike, plan: bytes, meta: dict) -> Path:
         plan_sha256=hashlib.sha256(plan).hexdigest(),
         plan_bytes=len(plan),
     )
-    _atomic_write_bytes(plan_path, plan)
-    _atomic_write_bytes(sidecar_path(plan_path), (json.dumps(doc, indent=2) + "\n").encode())
+    atomic_write(plan_path, plan)
+    atomic_write(sidecar_path(plan_path), (json.dumps(doc, indent=2) + "\n").encode())
     return plan_path
 
 
@@ -642,7 +631,7 @@ def build_tensorrt_plan(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build a plan from {onnx_path}; see the log above")
-    _atomic_write_bytes(tc_path, bytes(config.get_timing_cache().serialize()))
+    atomic_write(tc_path, bytes(config.get_timing_cache().serialize()))
 
     from hvx._version import __version__
 

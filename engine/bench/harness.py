@@ -485,8 +485,6 @@ def provenance() -> dict:
 
 def write_json(path: str | os.PathLike, doc: dict) -> None:
     """Writes ``doc`` as JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    from hvx.io.writers import atomic_write
+
+    atomic_write(path, json.dumps(doc, indent=2) + "\n")

@@ -68,6 +68,10 @@ CSV_COLUMNS = (
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Writes ``data`` to ``path`` through a temp file in the same folder + ``os.replace``.
 
+    The file gets mode 0o644, like a file opened for writing under the usual
+    umask: mkstemp's 0o600 would keep other users of a shared server (a QuPath
+    user opening the GeoJSON, a colleague loading a bundle) from reading it.
+
     Returns:
         The path written.
     """
@@ -78,6 +82,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
+            os.fchmod(f.fileno(), 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -133,6 +133,12 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]  # temp file removed
 
 
+def test_written_files_are_readable_by_others(tmp_path):
+    # mkstemp's 0o600 would hide results from other users of a shared server
+    for name in ("r.csv", "r.geojson"):
+        assert w.atomic_write(tmp_path / name, "x").stat().st_mode & 0o777 == 0o644
+
+
 def test_output_paths():
     paths = w.output_paths("out", "img1", ["npy", "geojson"])
     assert [p.name for p in paths] == ["img1_inst.npy", "img1_type.npy", "img1.geojson"]
