@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import re
 import types
 import typing
 from pathlib import Path
@@ -53,10 +54,23 @@ class ModelConfig:
         variant: An ``hvx.model.list_variants()`` name ("convnext_small" is the paper's).
         init_from: Optional local timm/safetensors checkpoint for the encoder
             (nothing is downloaded); None = random init.
+        finetune_from: Optional hvx model bundle folder or hvx-train checkpoint
+            (``.safetensors``) whose weights start the whole network (encoder and
+            decoders), e.g. to fine-tune the default model on your own data. Its
+            variant and class count must match. Excludes ``init_from``.
     """
 
     variant: str = "convnext_small"
     init_from: str | None = None
+    finetune_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.init_from and self.finetune_from:
+            raise ValueError(
+                "expected at most one of model.init_from (encoder only) and "
+                f"model.finetune_from (whole network), got both: {self.init_from!r}, "
+                f"{self.finetune_from!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,6 +316,9 @@ def _check_keys(d: dict, allowed: list[str], prefix: str, source: str) -> None:
         )
 
 
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Checks/converts a YAML value to a field's type (int->float, list->tuple)."""
     origin = typing.get_origin(hint)
@@ -332,6 +349,9 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             raise bad
         return value
     if hint is float:
+        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+            # PyYAML (YAML 1.1) reads "4e-4" or "1e3" (no dot) as a string
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
         return float(value)

@@ -56,6 +56,7 @@ from hvx.training.augment import Augmenter
 from hvx.training.checkpoint import load_checkpoint, save_checkpoint
 from hvx.training.config import TrainConfig, dump_config
 from hvx.training.data import TileDataset, load_dataset, split_by_source
+from hvx.training.finetune import FinetuneSource, check_val_sources, read_finetune_weights
 from hvx.training.losses import HoVerLoss
 from hvx.training.sam import SAM
 from hvx.training.targets import make_targets
@@ -329,7 +330,14 @@ class Trainer:
             in_chans=config.in_chans,
             num_types=len(self.class_names) + 1,
             init_from=config.model.init_from,
-        ).to(self.device)
+        )
+        self.finetune_source: FinetuneSource | None = None
+        if config.model.finetune_from:
+            self.finetune_source = read_finetune_weights(
+                config.model.finetune_from, self.model, config.model.variant
+            )
+            check_val_sources(self.finetune_source, set(self.val_ds.sources))
+        self.model.to(self.device)
         m = self.model.size_multiple
         if config.data.crop_size % m:
             raise ValueError(
@@ -626,6 +634,7 @@ class Trainer:
                 "val_sources": sorted(set(self.val_ds.sources)),
             },
             "seed": cfg.seed,
+            "finetuned_from": self.finetune_source,
             "weights": weights,
             "epochs_done": self.epoch,
             "global_step": self.global_step,

@@ -110,6 +110,23 @@ def test_partial_yaml_keeps_defaults_and_int_becomes_float(tmp_path):
     assert cfg.data.class_map == {1: 0} and cfg.data.class_names == ("a", "b")
 
 
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    # PyYAML (YAML 1.1) reads 4e-4 as the string "4e-4": --set optim.lr=4e-4 must still work
+    p = tmp_path / "c.yaml"
+    p.write_text("optim: {lr: 4e-4, weight_decay: 1E2}\n")
+    cfg = load_config(p)
+    assert cfg.optim.lr == 4e-4 and cfg.optim.weight_decay == 100.0
+    assert load_config("cpu").replace({"optim.lr": "5e-5"}).optim.lr == 5e-5
+    for bad in ("fast", "nan", "1e", "e5", "inf"):
+        with pytest.raises(ValueError, match=r"expected optim\.lr of type float"):
+            load_config("cpu").replace({"optim.lr": bad})
+
+
+def test_init_from_and_finetune_from_exclude_each_other():
+    with pytest.raises(ValueError, match=r"at most one of model\.init_from"):
+        load_config("cpu").replace({"model.init_from": "a.pth", "model.finetune_from": "b"})
+
+
 def test_replace_with_dotted_overrides():
     cfg = load_config("cpu")
     new = cfg.replace({"epochs": 3, "optim.lr": 0.5, "seed": None, "augment.affine": False})

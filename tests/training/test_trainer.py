@@ -116,6 +116,68 @@ def test_tiny_run_writes_checkpoints_config_log_and_a_loadable_bundle(tmp_path):
     assert out["tp"].shape == (1, 3, 64, 64)
 
 
+def test_finetune_from_a_bundle_or_checkpoint_starts_from_its_weights(tmp_path, caplog):
+    parent = Trainer(
+        _config(epochs=1, optim={"sam": False}),
+        _tiles(),
+        tmp_path / "p",
+        device="cpu",
+        progress=False,
+    ).fit()
+    want = load_bundle(parent.bundle).build_model().state_dict()
+    for source in (parent.bundle, tmp_path / "p" / "checkpoints" / "best.safetensors"):
+        cfg = _config(epochs=1, optim={"sam": False}, model={"finetune_from": str(source)})
+        t = Trainer(cfg, _tiles(), tmp_path / "c", device="cpu", progress=False)
+        got = t.model.state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+        assert t.finetune_source["kind"] == ("bundle" if source.is_dir() else "checkpoint")
+    result = t.fit()
+    prov = load_bundle(result.bundle).provenance
+    assert prov["finetuned_from"]["path"] == str(source)
+    # a parent that held out other images is flagged: its scores could be optimistic
+    caplog.set_level("WARNING", logger="hvx.training")
+    cfg = _config(epochs=1, model={"finetune_from": str(parent.bundle)}, data={"split_seed": 5})
+    Trainer(cfg, _tiles(), tmp_path / "d", device="cpu", progress=False)
+    warned = [r.message for r in caplog.records]
+    assert any("may have trained on this run's validation images" in m for m in warned)
+
+
+def test_finetune_from_errors(tmp_path):
+    parent = Trainer(
+        _config(epochs=1, optim={"sam": False}),
+        _tiles(),
+        tmp_path / "p",
+        device="cpu",
+        progress=False,
+    ).fit()
+    cases = [
+        ({"finetune_from": str(tmp_path / "missing")}, FileNotFoundError, "does not exist"),
+        (
+            {"variant": "fast_convnext_pico", "finetune_from": str(parent.bundle)},
+            ValueError,
+            "expected a 'fast_convnext_pico' network",
+        ),
+    ]
+    for model, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            Trainer(_config(epochs=1, model=model), _tiles(), tmp_path / "x", device="cpu")
+    three = _tiles()
+    three = TileDataset(
+        images=three.images,
+        inst=three.inst,
+        cls=np.where(three.cls == 2, 3, three.cls),
+        sources=three.sources,
+        class_names=("round", "dark", "third"),
+    )
+    with pytest.raises(ValueError, match="do not fit this 'fast_convnext_atto' network"):
+        Trainer(
+            _config(epochs=1, model={"finetune_from": str(parent.bundle)}),
+            three,
+            tmp_path / "y",
+            device="cpu",
+        )
+
+
 def _weights(path):
     from hvx.training.checkpoint import load_checkpoint
 
