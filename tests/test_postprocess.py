@@ -223,6 +223,34 @@ def test_every_simd_path_gives_the_same_bits(isa):
         check_case(*case[1:])
 
 
+def _extremes_off_the_foreground(rng, h, w):
+    """Nuclei in one corner; the HV maps' strongest edges far off the foreground.
+
+    The Sobel maps' min / max (which normalise the energy) then come from pixels
+    the energy never reads: a fast path that computed the Sobel on the
+    foreground only would change the markers.
+    """
+    np_prob, hv, _ = nuclei_scene(rng, h, w, count=6, noise=0.05)
+    keep = np.zeros((h, w), bool)
+    keep[: h // 3, : w // 3] = True
+    np_prob = np.where(keep, np_prob, np_prob * 0.2).astype(np.float32)
+    y, x = rng.integers(h // 2, h - 2), rng.integers(w // 2, w - 2)
+    step = rng.uniform(1.5, 4.0)
+    hv[0, y - 3 : y + 3, x:] += step  # vertical edge in the horizontal map
+    hv[1, y:, x - 3 : x + 3] -= step  # horizontal edge in the vertical map
+    return np_prob, hv.astype(np.float32)
+
+
+def test_sobel_extremes_off_the_foreground_match_reference(isa):
+    rng = np.random.default_rng(21)
+    for h, w in [(96, 96), (130, 257), (256, 256)]:
+        for _ in range(3):
+            np_prob, hv = _extremes_off_the_foreground(rng, h, w)
+            np.testing.assert_array_equal(
+                instances_from_hv(np_prob, hv), instances_from_hv_ref(np_prob, hv)
+            )
+
+
 # ---- the whole pipeline ----------------------------------------------------------
 
 
