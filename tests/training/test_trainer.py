@@ -116,16 +116,19 @@ def test_tiny_run_writes_checkpoints_config_log_and_a_loadable_bundle(tmp_path):
     assert out["tp"].shape == (1, 3, 64, 64)
 
 
-def test_finetune_from_a_bundle_or_checkpoint_starts_from_its_weights(tmp_path, caplog):
-    parent = Trainer(
-        _config(epochs=1, optim={"sam": False}),
-        _tiles(),
-        tmp_path / "p",
-        device="cpu",
-        progress=False,
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    """A one-epoch run whose bundle and checkpoint the fine-tuning tests start from."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("parent")
+    return Trainer(
+        _config(epochs=1, optim={"sam": False}), _tiles(), out, device="cpu", progress=False
     ).fit()
+
+
+def test_finetune_from_a_bundle_or_checkpoint_starts_from_its_weights(parent, tmp_path, caplog):
     want = load_bundle(parent.bundle).build_model().state_dict()
-    for source in (parent.bundle, tmp_path / "p" / "checkpoints" / "best.safetensors"):
+    for source in (parent.bundle, parent.bundle.parent / "checkpoints" / "best.safetensors"):
         cfg = _config(epochs=1, optim={"sam": False}, model={"finetune_from": str(source)})
         t = Trainer(cfg, _tiles(), tmp_path / "c", device="cpu", progress=False)
         got = t.model.state_dict()
@@ -142,14 +145,7 @@ def test_finetune_from_a_bundle_or_checkpoint_starts_from_its_weights(tmp_path, 
     assert any("may have trained on this run's validation images" in m for m in warned)
 
 
-def test_finetune_from_errors(tmp_path):
-    parent = Trainer(
-        _config(epochs=1, optim={"sam": False}),
-        _tiles(),
-        tmp_path / "p",
-        device="cpu",
-        progress=False,
-    ).fit()
+def test_finetune_from_errors(parent, tmp_path):
     cases = [
         ({"finetune_from": str(tmp_path / "missing")}, FileNotFoundError, "does not exist"),
         (
