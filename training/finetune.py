@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["FinetuneSource", "check_val_sources", "read_finetune_weights"]
+__all__ = ["FinetuneSource", "check_parent", "read_finetune_weights"]
 
 _LOG = logging.getLogger("hvx.training")
 
@@ -24,7 +24,8 @@ class FinetuneSource(dict):
     """JSON-ready description of the weights a run started from (for provenance).
 
     Keys: ``path``, ``kind`` ("bundle" or "checkpoint"), ``variant``, and for a
-    bundle the ``val_sources`` it recorded (None when it recorded none).
+    bundle the ``val_sources`` and ``class_names`` it recorded (None for a
+    checkpoint, or when it recorded none).
     """
 
 
@@ -39,6 +40,7 @@ def _from_bundle(path: Path) -> tuple[dict[str, torch.Tensor], FinetuneSource]:
         kind="bundle",
         variant=bundle.variant,
         val_sources=sorted(recorded) if recorded else None,
+        class_names=list(bundle.class_names),
     )
     return state, info
 
@@ -48,7 +50,9 @@ def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], FinetuneSourc
 
     ckpt = load_checkpoint(path)
     variant = ((ckpt.state.get("config") or {}).get("model") or {}).get("variant")
-    info = FinetuneSource(path=str(path), kind="checkpoint", variant=variant, val_sources=None)
+    info = FinetuneSource(
+        path=str(path), kind="checkpoint", variant=variant, val_sources=None, class_names=None
+    )
     return dict(ckpt.model), info
 
 
@@ -94,12 +98,23 @@ def read_finetune_weights(path: str | Path, model: torch.nn.Module, variant: str
     return info
 
 
-def check_val_sources(info: FinetuneSource, val_sources: set[str]) -> None:
-    """Warns when the parent bundle held out other images than this run validates on.
+def check_parent(info: FinetuneSource, val_sources: set[str], class_names: tuple[str, ...]) -> None:
+    """Warns when the parent bundle's split or classes differ from this run's.
 
     A parent trained with a different split may have trained on this run's
-    validation images, which would make this run's validation scores optimistic.
+    validation images, which would make this run's validation scores optimistic;
+    a parent with other class names (same count) has heads that mean other
+    classes at first (legitimate when re-purposing a model, a mistake otherwise).
     """
+    names = info.get("class_names")
+    if names is not None and list(names) != list(class_names):
+        _LOG.warning(
+            "model.finetune_from %s has classes %s, this run %s: its type head starts "
+            "from the parent's classes in that order",
+            info["path"],
+            list(names),
+            list(class_names),
+        )
     parent = info.get("val_sources")
     if parent is not None and set(parent) != set(val_sources):
         _LOG.warning(

@@ -56,7 +56,7 @@ from hvx.training.augment import Augmenter
 from hvx.training.checkpoint import load_checkpoint, save_checkpoint
 from hvx.training.config import TrainConfig, dump_config
 from hvx.training.data import TileDataset, load_dataset, split_by_source
-from hvx.training.finetune import FinetuneSource, check_val_sources, read_finetune_weights
+from hvx.training.finetune import FinetuneSource, check_parent, read_finetune_weights
 from hvx.training.losses import HoVerLoss
 from hvx.training.sam import SAM
 from hvx.training.targets import make_targets
@@ -336,7 +336,7 @@ class Trainer:
             self.finetune_source = read_finetune_weights(
                 config.model.finetune_from, self.model, config.model.variant
             )
-            check_val_sources(self.finetune_source, set(self.val_ds.sources))
+            check_parent(self.finetune_source, set(self.val_ds.sources), tuple(self.class_names))
         self.model.to(self.device)
         m = self.model.size_multiple
         if config.data.crop_size % m:

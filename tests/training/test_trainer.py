@@ -141,8 +141,22 @@ def test_finetune_from_a_bundle_or_checkpoint_starts_from_its_weights(parent, tm
     caplog.set_level("WARNING", logger="hvx.training")
     cfg = _config(epochs=1, model={"finetune_from": str(parent.bundle)}, data={"split_seed": 5})
     Trainer(cfg, _tiles(), tmp_path / "d", device="cpu", progress=False)
-    warned = [r.message for r in caplog.records]
+    warned = [r.getMessage() for r in caplog.records]
     assert any("may have trained on this run's validation images" in m for m in warned)
+    caplog.clear()
+    renamed = _tiles()
+    renamed = TileDataset(
+        images=renamed.images,
+        inst=renamed.inst,
+        cls=renamed.cls,
+        sources=renamed.sources,
+        class_names=("dark", "round"),
+    )
+    cfg = _config(epochs=1, model={"finetune_from": str(parent.bundle)})
+    Trainer(cfg, renamed, tmp_path / "e", device="cpu", progress=False)
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("has classes ['round', 'dark'], this run ['dark', 'round']" in m for m in warned)
+    assert not any("validation images" in m for m in warned)
 
 
 def test_finetune_from_errors(parent, tmp_path):
