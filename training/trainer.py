@@ -332,7 +332,9 @@ class Trainer:
             init_from=config.model.init_from,
         )
         self.finetune_source: FinetuneSource | None = None
-        if config.model.finetune_from:
+        # a resumed run's weights come from its own checkpoint (which also records
+        # the parent): the parent is not read again and need not exist any more
+        if config.model.finetune_from and not resume:
             self.finetune_source = read_finetune_weights(
                 config.model.finetune_from, self.model, config.model.variant
             )
@@ -389,6 +391,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.amp else None,
             "config": self.config.to_dict(),
+            "finetuned_from": self.finetune_source,
         }
 
     def save(self) -> Path:
@@ -434,6 +437,8 @@ class Trainer:
         self.global_step = st["global_step"]
         self.history, self.best = st["history"], st["best"]
         self.train_seconds = st["train_seconds"]
+        if st.get("finetuned_from") is not None:
+            self.finetune_source = FinetuneSource(st["finetuned_from"])
 
     # -- one step ------------------------------------------------------------------------
 

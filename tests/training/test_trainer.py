@@ -159,6 +159,20 @@ def test_finetune_from_a_bundle_or_checkpoint_starts_from_its_weights(parent, tm
     assert not any("validation images" in m for m in warned)
 
 
+def test_resumed_finetune_run_needs_no_parent_and_keeps_its_provenance(parent, tmp_path):
+    import shutil
+
+    copy = tmp_path / "parent_copy"
+    shutil.copytree(parent.bundle, copy)
+    cfg = _config(epochs=2, optim={"sam": False}, model={"finetune_from": str(copy)})
+    first = Trainer(cfg, _tiles(), tmp_path / "r", device="cpu", max_minutes=1e-6).fit()
+    assert first.status == "time_budget"
+    shutil.rmtree(copy)  # the parent is gone: the run's own checkpoint holds everything
+    result = Trainer(cfg, _tiles(), tmp_path / "r", device="cpu", resume=True).fit()
+    assert result.status == "completed"
+    assert load_bundle(result.bundle).provenance["finetuned_from"]["path"] == str(copy)
+
+
 def test_finetune_from_errors(parent, tmp_path):
     cases = [
         ({"finetune_from": str(tmp_path / "missing")}, FileNotFoundError, "does not exist"),
