@@ -3,7 +3,9 @@
 A bundle is a folder with two files:
 
 * ``weights.safetensors``: the HoVerNet state dict (float32, float16 or bfloat16
-  storage; never pickle);
+  storage; never pickle). With float16 / bfloat16 storage, a tensor whose values
+  exceed that type's range (e.g. a BatchNorm running variance above 65504) is
+  kept float32 and listed in ``weights.float32_tensors``;
 * ``model.json``: everything needed to rebuild and use the model::
 
     {
@@ -15,7 +17,8 @@ A bundle is a folder with two files:
       "class_names": [...], "class_colors": [[r, g, b], ...], "mpp": 0.5,
       "preprocess": PreprocessConfig.to_dict(), "postprocess": PostprocessConfig.to_dict(),
       "weights": {"file": "weights.safetensors", "dtype": "float16",
-                  "bytes": ..., "sha256": ..., "tensors": ...},
+                  "bytes": ..., "sha256": ..., "tensors": ...,
+                  "float32_tensors": [...]},  # only when some are kept float32
       "provenance": {...}, "metrics": {...}
     }
 
@@ -81,6 +84,7 @@ _FIELDS = frozenset(
     }
 )
 _WEIGHT_FIELDS = frozenset({"file", "dtype", "bytes", "sha256", "tensors"})
+_WEIGHT_OPTIONAL = frozenset({"float32_tensors"})
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 #: Default overlay colours (RGB) for type ids 1, 2, ... (cycled).
@@ -123,6 +127,8 @@ class ModelBundle:
         provenance: Training provenance (config, data, seed, versions, ...).
         metrics: Validation metrics (e.g. ``{"pq": ..., "mpq_plus": ...}``).
         weights_dtype: Storage dtype of the weights (``"float32"``, ``"float16"``, ``"bfloat16"``).
+        float32_tensors: Tensors stored float32 despite ``weights_dtype`` (beyond
+            its range), sorted; empty for most bundles.
     """
 
     path: Path
@@ -137,6 +143,7 @@ class ModelBundle:
     provenance: dict
     metrics: dict
     weights_dtype: str = "float32"
+    float32_tensors: tuple[str, ...] = ()
 
     def build_model(
         self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
@@ -277,14 +284,16 @@ def save_bundle(
         provenance: JSON-ready training provenance.
         metrics: JSON-ready validation metrics.
         weights_dtype: Storage dtype: float32, float16 (half the size) or bfloat16.
+            A floating tensor that overflows it (finite in float32, not after
+            the cast) is kept float32 and listed in ``weights.float32_tensors``.
 
     Returns:
         ``Path(out_dir)``.
 
     Raises:
         TypeError: ``model`` is not a HoVerNet.
-        ValueError: inconsistent metadata, non-finite weights after the dtype cast,
-            or ``out_dir`` is a non-empty folder that is not a bundle.
+        ValueError: inconsistent metadata, or ``out_dir`` is a non-empty folder
+            that is not a bundle.
     """
     if not isinstance(model, HoVerNet):
         raise TypeError(f"expected a hvx.model.HoVerNet, got {type(model).__name__}")
@@ -303,13 +312,14 @@ def save_bundle(
         )
     provenance = _json_dict(provenance, "provenance")
     metrics = _json_dict(metrics, "metrics")
-    state = {}
+    state, kept32 = {}, []
     for k, v in model.state_dict().items():
         v = v.detach().to("cpu")
         if v.is_floating_point():
             w = v.to(weights_dtype)
             if not bool(torch.isfinite(w).all()) and bool(torch.isfinite(v).all()):
-                raise ValueError(f"weights: {k} overflows {dtype_name}; store float32 instead")
+                w = v.to(torch.float32)  # beyond the storage type's range
+                kept32.append(k)
             v = w
         state[k] = v.contiguous()
 
@@ -345,6 +355,7 @@ def save_bundle(
                 "bytes": wpath.stat().st_size,
                 "sha256": _sha256(wpath),
                 "tensors": len(state),
+                **({"float32_tensors": sorted(kept32)} if kept32 else {}),
             },
             "provenance": provenance,
             "metrics": metrics,
@@ -406,18 +417,30 @@ def _require(d: dict, key: str, types: type | tuple[type, ...], where: str) -> A
     return v
 
 
-def _check_weights(path: Path, info: dict, model_state: dict[str, torch.Tensor]) -> str:
-    """Validates size, hash, header, names, shapes and dtypes of the weights file."""
+def _check_weights(
+    path: Path, info: dict, model_state: dict[str, torch.Tensor]
+) -> tuple[str, tuple[str, ...]]:
+    """Validates size, hash, header, names, shapes and dtypes of the weights file.
+
+    Returns:
+        ``(storage dtype name, names of the tensors kept float32)``.
+    """
     from safetensors import SafetensorError, safe_open
 
     where = f"{path / MANIFEST_FILE}: weights."
-    if not isinstance(info, dict) or set(info) != _WEIGHT_FIELDS:
+    if not isinstance(info, dict) or not (
+        _WEIGHT_FIELDS <= set(info) <= _WEIGHT_FIELDS | _WEIGHT_OPTIONAL
+    ):
         got = sorted(info) if isinstance(info, dict) else info
-        raise ValueError(f"{where[:-1]}: expected keys {sorted(_WEIGHT_FIELDS)}, got {got}")
+        raise ValueError(
+            f"{where[:-1]}: expected keys {sorted(_WEIGHT_FIELDS)} (optional "
+            f"{sorted(_WEIGHT_OPTIONAL)}), got {got}"
+        )
     if info["file"] != WEIGHTS_FILE:
         raise ValueError(f"{where}file: expected {WEIGHTS_FILE!r}, got {info['file']!r}")
     if info["dtype"] not in _DTYPES:
         raise ValueError(f"{where}dtype: expected one of {list(_DTYPES)}, got {info['dtype']!r}")
+    kept32 = _check_kept32(info, model_state, where)
     wpath = path / WEIGHTS_FILE
     if not wpath.is_file():
         raise ValueError(f"{path}: missing {WEIGHTS_FILE}")
@@ -453,9 +476,30 @@ def _check_weights(path: Path, info: dict, model_state: dict[str, torch.Tensor])
                 f"{wpath}: shape mismatch for {k}: expected {tuple(ref.shape)} for the "
                 f"architecture, got {shape}"
             )
-        if ref.is_floating_point() and dt != want:
-            raise ValueError(f"{wpath}: {k} is stored as {dt}, model.json says {want}")
-    return info["dtype"]
+        expect = "F32" if k in kept32 else want
+        if ref.is_floating_point() and dt != expect:
+            raise ValueError(f"{wpath}: {k} is stored as {dt}, model.json says {expect}")
+    return info["dtype"], tuple(sorted(kept32))
+
+
+def _check_kept32(info: dict, model_state: dict[str, torch.Tensor], where: str) -> set[str]:
+    """The tensors ``weights.float32_tensors`` says are stored float32 (may be none)."""
+    if "float32_tensors" not in info:
+        return set()
+    names = info["float32_tensors"]
+    if info["dtype"] == "float32":
+        raise ValueError(f"{where}float32_tensors: expected only with float16 or bfloat16 storage")
+    if not isinstance(names, list) or not names or names != sorted(set(names)):
+        raise ValueError(
+            f"{where}float32_tensors: expected a non-empty sorted list of unique tensor "
+            f"names, got {names!r}"
+        )
+    bad = [n for n in names if n not in model_state or not model_state[n].is_floating_point()]
+    if bad:
+        raise ValueError(
+            f"{where}float32_tensors: expected floating tensors of the architecture, got {bad}"
+        )
+    return set(names)
 
 
 def load_bundle(path: str | os.PathLike) -> ModelBundle:
@@ -529,7 +573,7 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
         )
     with torch.device("meta"):
         ref = create_model(variant, in_chans=in_chans, num_types=num_types).state_dict()
-    dtype = _check_weights(path, m["weights"], ref)
+    dtype, kept32 = _check_weights(path, m["weights"], ref)
     return ModelBundle(
         path=path,
         variant=variant,
@@ -543,4 +587,5 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
         provenance=m["provenance"],
         metrics=m["metrics"],
         weights_dtype=dtype,
+        float32_tensors=kept32,
     )

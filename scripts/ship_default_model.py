@@ -2,7 +2,8 @@
 
 Usage: python scripts/ship_default_model.py RUN/bundle [--out engine/models/default]
 
-The weights are stored as float16 (half the size) and loaded back as float32.
+The weights are stored as float16 (half the size) and loaded back as float32;
+tensors float16 cannot hold stay float32 (``weights.float32_tensors``, printed).
 Before replacing the shipped model this checks, on the packaged sample tiles,
 that the fp16-stored model stays within the parity bounds against the fp32
 original: head outputs max abs error, and PQ of the fp16 instance maps with the
@@ -63,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             metrics=src.metrics,
             weights_dtype=getattr(torch, args.dtype),
         )
-        half = load_bundle(staged).build_model("cpu")
+        staged_bundle = load_bundle(staged)
+        kept = staged_bundle.float32_tensors
+        if kept:
+            print(f"kept float32 (beyond {args.dtype}'s range): {', '.join(kept)}")
+        half = staged_bundle.build_model("cpu")
         images = np.stack([read_image(q) for q in sample_paths()])
         x = preprocess(images, src.preprocess, device="cpu")
         a, b = _heads(fp32, x), _heads(half, x)

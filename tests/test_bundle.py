@@ -171,15 +171,93 @@ def test_save_validates_metadata(tmp_path, model, kw, exc, match):
     assert not (tmp_path / "b").exists()
 
 
-def test_save_rejects_non_models_and_fp16_overflow(tmp_path, model):
+def test_save_rejects_non_models(tmp_path):
     with pytest.raises(TypeError, match=r"expected a hvx\.model\.HoVerNet, got Linear"):
         _save(tmp_path / "b", torch.nn.Linear(2, 2))
+
+
+@pytest.fixture(scope="module")
+def big_model():
+    """A model with two tensors beyond float16's range (like a BN running variance)."""
     torch.manual_seed(0)
     big = create_model("fast_convnext_atto", in_chans=6, num_types=5)
     with torch.no_grad():
         big.decoder.branches["np"].head.bias.fill_(1e6)
-    with pytest.raises(ValueError, match=r"decoder.branches.np.head.bias overflows float16"):
-        _save(tmp_path / "b", big, weights_dtype=torch.float16)
+        big.decoder.branches["tp"].head.bias[0] = -7e4
+    return big.eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tensors_beyond_the_storage_range_are_kept_float32(tmp_path, big_model, dtype):
+    p = _save(tmp_path / "b", big_model, weights_dtype=dtype)
+    kept = ["decoder.branches.np.head.bias", "decoder.branches.tp.head.bias"]
+    info = json.loads((p / "model.json").read_text())["weights"]
+    if dtype == torch.float16:
+        assert info["float32_tensors"] == kept
+        assert load_bundle(p).float32_tensors == tuple(kept)
+    else:  # bfloat16 has float32's range: nothing to keep, the key is left out
+        assert "float32_tensors" not in info
+    stored = load_file(str(p / "weights.safetensors"))
+    for k, v in stored.items():
+        if v.is_floating_point():
+            assert v.dtype == (torch.float32 if k in info.get("float32_tensors", []) else dtype)
+    net = load_bundle(p).build_model(dtype=torch.float32)
+    ref = big_model.state_dict()
+    for k, v in net.state_dict().items():
+        want = ref[k] if k in info.get("float32_tensors", []) else ref[k].to(dtype).to(ref[k].dtype)
+        torch.testing.assert_close(v, want, rtol=0, atol=0, msg=k)
+
+
+@pytest.fixture
+def kept_copy(tmp_path, big_model):
+    return _save(tmp_path / "kept", big_model, weights_dtype=torch.float16)
+
+
+@pytest.mark.parametrize(
+    ("names", "dtype", "match"),
+    [
+        ([], None, r"float32_tensors: expected a non-empty sorted list of unique tensor names"),
+        (
+            ["decoder.branches.tp.head.bias", "decoder.branches.np.head.bias"],
+            None,
+            r"expected a non-empty sorted list",
+        ),
+        ("decoder.branches.np.head.bias", None, r"expected a non-empty sorted list"),
+        (["no.such.tensor"], None, r"expected floating tensors of the architecture, got \['no"),
+        (
+            ["decoder.branches.np.head.bias"],
+            None,
+            r"tp.head.bias is stored as F32, model.json says F16",
+        ),
+        (
+            [
+                "decoder.branches.np.head.bias",
+                "decoder.branches.np.head.weight",
+                "decoder.branches.tp.head.bias",
+            ],
+            None,
+            r"np.head.weight is stored as F16, model.json says F32",
+        ),
+        (None, "float32", r"float32_tensors: expected only with float16 or bfloat16 storage"),
+    ],
+)
+def test_float32_tensors_list_must_match_the_file(kept_copy, names, dtype, match):
+    m = json.loads((kept_copy / "model.json").read_text())
+    if names is not None:
+        m["weights"]["float32_tensors"] = names
+    if dtype is not None:
+        m["weights"]["dtype"] = dtype
+    (kept_copy / "model.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=match):
+        load_bundle(kept_copy)
+
+
+def test_unknown_weights_key_is_refused(copy):
+    m = json.loads((copy / "model.json").read_text())
+    m["weights"]["float64_tensors"] = ["x"]
+    (copy / "model.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=r"expected keys .* \(optional \['float32_tensors'\]\)"):
+        load_bundle(copy)
 
 
 # ------------------------------------------------------------- broken bundles
