@@ -11,8 +11,15 @@ Reported per variant and mode: median wall seconds per step and tiles/s, plus
 process CPU seconds (less hurt than wall time on a shared, loaded 2-core box).
 The no-SAM step is the baseline of the SAM step (``sam_cost`` = ratio).
 
+``--layouts`` instead compares the memory layouts the trainer can use
+(``TrainConfig.channels_last``): no-SAM steps of two identical models, one NCHW
+and one channels-last, timed alternately, with the per-round ratio
+(NCHW / channels-last wall time) as the paired speed-up.
+
     .venv/bin/python benchmarks/bench_train_step.py \
         --out benchmarks/results/train-step-cpu-2026-11-27.json
+    .venv/bin/python benchmarks/bench_train_step.py --layouts --variants fast_hr_convnext_atto \
+        --batch 4 --size 256 --repeats 8
 """
 
 from __future__ import annotations
@@ -47,9 +54,12 @@ def _batch(n: int, size: int, num_types: int) -> tuple[np.ndarray, dict]:
     return images, targets
 
 
-def measure(variant: str, sam: bool, batch: int, size: int, repeats: int) -> dict:
+def _step_fn(variant: str, sam: bool, batch: int, size: int, channels_last: bool = False):
+    """A closure running one training step (what ``Trainer.train_step`` does)."""
     torch.manual_seed(0)
     model = create_model(variant, in_chans=6, num_types=5).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     wrapped = SAM(opt, rho=0.05) if sam else None
     loss_fn = HoVerLoss()
@@ -58,6 +68,8 @@ def measure(variant: str, sam: bool, batch: int, size: int, repeats: int) -> dic
 
     def step() -> None:
         x = preprocess(images, cfg)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
 
         def closure():
             loss, _ = loss_fn(model(x), targets)
@@ -71,6 +83,11 @@ def measure(variant: str, sam: bool, batch: int, size: int, repeats: int) -> dic
             closure()
             opt.step()
 
+    return step
+
+
+def measure(variant: str, sam: bool, batch: int, size: int, repeats: int) -> dict:
+    step = _step_fn(variant, sam, batch, size)
     wall, cpu = [], []
     for i in range(repeats + 1):  # first call: warm-up (numba, allocator)
         t, c = time.perf_counter(), time.process_time()
@@ -93,6 +110,34 @@ def measure(variant: str, sam: bool, batch: int, size: int, repeats: int) -> dic
     }
 
 
+def measure_layouts(variant: str, batch: int, size: int, repeats: int) -> dict:
+    """NCHW vs channels-last no-SAM steps, alternating; paired per-round ratios."""
+    steps = {cl: _step_fn(variant, False, batch, size, cl) for cl in (False, True)}
+    for f in steps.values():  # warm-up
+        f()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    ratios = []
+    for r in range(repeats):
+        order = (False, True) if r % 2 == 0 else (True, False)
+        for cl in order:
+            t = time.perf_counter()
+            steps[cl]()
+            times[cl].append(time.perf_counter() - t)
+        ratios.append(times[False][-1] / times[True][-1])
+    return {
+        "variant": variant,
+        "sam": False,
+        "batch": batch,
+        "size": size,
+        "repeats": repeats,
+        "nchw_wall_s_median": statistics.median(times[False]),
+        "channels_last_wall_s_median": statistics.median(times[True]),
+        "speedup_paired_median": statistics.median(ratios),
+        "speedup_paired_min": min(ratios),
+        "speedup_paired_max": max(ratios),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", nargs="+", default=list(CPU_VARIANTS))
@@ -100,9 +145,32 @@ def main() -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--layouts", action="store_true", help="NCHW vs channels-last instead")
     p.add_argument("--out")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.layouts:
+        rows = [measure_layouts(v, args.batch, args.size, args.repeats) for v in args.variants]
+        for r in rows:
+            print(
+                f"{r['variant']:22s} NCHW {r['nchw_wall_s_median']:.2f} s/step, channels-last "
+                f"{r['channels_last_wall_s_median']:.2f} s/step: paired speed-up "
+                f"{r['speedup_paired_median']:.2f} ({r['speedup_paired_min']:.2f}.."
+                f"{r['speedup_paired_max']:.2f})",
+                flush=True,
+            )
+        doc = {
+            "benchmark": "train_step_layouts",
+            "what": "one no-SAM training step (preprocess + fwd + HoVerLoss + bwd + AdamW), "
+            f"fp32, batch {args.batch} x {args.size}x{args.size} x 6ch, {args.threads} torch "
+            "threads, NCHW vs channels-last models timed alternately",
+            "load_average_at_end": os.getloadavg(),
+            "provenance": provenance(),
+            "rows": rows,
+        }
+        if args.out:
+            write_json(args.out, doc)
+        return
     rows = []
     for variant in args.variants:
         plain = measure(variant, False, args.batch, args.size, args.repeats)

@@ -66,7 +66,14 @@ __all__ = ["TrainResult", "TrainTiles", "Trainer", "evaluate", "prepare_dataset"
 log = logging.getLogger("hvx.training")
 
 #: Config fields that may differ between a checkpoint and a ``--resume`` run.
-RESUMABLE_CHANGES = ("epochs", "num_workers", "val_every", "ckpt_every_steps", "val_batch_size")
+RESUMABLE_CHANGES = (
+    "epochs",
+    "num_workers",
+    "val_every",
+    "ckpt_every_steps",
+    "val_batch_size",
+    "channels_last",  # memory layout only (a resumed run then differs by float rounding)
+)
 
 
 # ---- data ------------------------------------------------------------------------------
@@ -340,6 +347,8 @@ class Trainer:
             )
             check_parent(self.finetune_source, set(self.val_ds.sources), tuple(self.class_names))
         self.model.to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         m = self.model.size_multiple
         if config.data.crop_size % m:
             raise ValueError(
@@ -448,6 +457,8 @@ class Trainer:
         x = preprocess(
             batch["image"].to(dev), self.config.preprocess, device=dev, dtype=torch.float32
         )
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         targets = {k: batch[k].to(dev) for k in ("np", "hv", "tp")}
         parts: dict[str, torch.Tensor] = {}
 
