@@ -143,7 +143,10 @@ class Engine:
                 or None for the bundled default model (``hvx.assets``).
             backend: "auto", "tensorrt", "torch" or "onnxruntime".
             device: "auto", "cpu", "cuda" or "cuda:K".
-            precision: "auto" (fp16 on CUDA, fp32 on CPU), "fp32" or "fp16".
+            precision: "auto" (fp32 on the CPU; on CUDA fp16 when
+                :func:`hvx.precision.check_fp16`, run on the device at load,
+                finds that it keeps the model's instance maps, else fp32 / TF32),
+                "fp32" or "fp16".
             mpp: Microns per pixel of the images you will pass to :meth:`infer`
                 (e.g. 0.5 for 20x); None means "at the model's resolution". When it
                 differs from the model's, :meth:`infer` rescales in and out.
@@ -233,12 +236,16 @@ class Engine:
             raise ValueError(f"expected a CUDA device for backend='tensorrt', got {dev!r}")
         runner = None
         model = None
+        if cuda and precision == "auto" and backend != "onnxruntime":
+            precision = _auto_cuda_precision(bundle, dev, path)
         if backend == "tensorrt" or (backend == "auto" and cuda and features().tensorrt.available):
             from hvx.backends.export import PlanSettings
             from hvx.backends.tensorrt import TensorRTBackend
 
             try:
-                settings = plan_settings or PlanSettings()
+                settings = plan_settings or (
+                    PlanSettings(precision=("tf32",)) if precision == "fp32" else PlanSettings()
+                )
                 plan = _artifacts.plan_for_bundle(bundle, settings, cache_dir, device=dev)
                 runner = TensorRTBackend(plan, device=dev)
             except Exception as err:
@@ -406,6 +413,24 @@ class Engine:
             f"Engine(source={self.source!r}, backend={self.backend!r}, device={self.device!r}, "
             f"precision={self.precision!r}, classes={list(self.class_names)})"
         )
+
+
+def _auto_cuda_precision(bundle, dev: str, path) -> str:
+    """fp16 when it keeps this model's instance maps on ``dev``, else fp32 (logged)."""
+    from hvx.precision import check_fp16
+
+    check = check_fp16(bundle.build_model("cpu"), bundle.preprocess, bundle.postprocess, device=dev)
+    if check.ok:
+        return "fp16"
+    log.warning(
+        "fp16 changes the results of %s (instance-map PQ %.3f against fp32 on %d sample "
+        "tiles, largest head differences %s): running fp32; pass precision='fp16' to force it",
+        path,
+        check.pq,
+        check.tiles,
+        {k: round(v, 3) for k, v in check.max_abs.items()},
+    )
+    return "fp32"
 
 
 def _cat(outs: list[HeadOutputs]) -> HeadOutputs:

@@ -1,8 +1,13 @@
-"""``hvx build``: export a model bundle to ONNX and (on a GPU) a TensorRT FP16 plan."""
+"""``hvx build``: export a model bundle to ONNX and (on a GPU) a TensorRT plan.
+
+The plan is FP16 when fp16 keeps the model's results on this GPU
+(:func:`hvx.precision.check_fp16`), else TF32; ``--fp16`` / ``--fp32`` force one.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -26,8 +31,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", action="store_true", help="export ONNX (default when no --tensorrt)")
     p.add_argument("--tensorrt", action="store_true", help="build a TensorRT plan (needs a GPU)")
     prec = p.add_mutually_exclusive_group()
-    prec.add_argument("--fp16", dest="fp16", action="store_true", default=True, help="(default)")
-    prec.add_argument("--fp32", dest="fp16", action="store_false", help="strict fp32 plan")
+    prec.add_argument(
+        "--fp16",
+        dest="precision",
+        action="store_const",
+        const="fp16",
+        default="auto",
+        help="fp16 plan even if fp16 changes the model's results (default: fp16 when "
+        "hvx.precision.check_fp16 on this GPU finds it keeps the instance maps, else TF32)",
+    )
+    prec.add_argument(
+        "--fp32", dest="precision", action="store_const", const="fp32", help="strict fp32 plan"
+    )
     d = PlanSettings()  # the profile Engine.load builds on demand: same cache key
     for k, name in enumerate(("min", "opt", "max")):
         shape = (d.min_shape, d.opt_shape, d.max_shape)[k]
@@ -66,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             (args.min_batch, args.min_size, args.min_size),
             (args.opt_batch, args.opt_size, args.opt_size),
             (args.max_batch, args.max_size, args.max_size),
-            ("fp16",) if args.fp16 else (),
+            {"fp32": (), "fp16": ("fp16",), "auto": ("fp16",)}[args.precision],
             int(args.workspace_gb * 2**30),
         )
     except (FileNotFoundError, ValueError) as err:
@@ -80,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
         except (ImportError, RuntimeError) as err:
             log.error("TensorRT plan not built: %s", err)
             return 2
+        if args.precision == "auto":  # what Engine.load(precision="auto") would pick
+            from hvx.engine import _auto_cuda_precision
+
+            if _auto_cuda_precision(bundle, "cuda", args.bundle) == "fp32":
+                settings = dataclasses.replace(settings, precision=("tf32",))
     onnx_path = _artifacts.onnx_for_bundle(bundle, args.cache_dir)
     print(f"onnx: {onnx_path}")
     if args.out:

@@ -71,3 +71,49 @@ def test_build_defaults_are_the_engine_profile():
         int(a.workspace_gb * 2**30),
     )
     assert got == PlanSettings()
+
+
+def test_build_precision_flags():
+    from hvx.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["build", "b"]).precision == "auto"
+    assert parse(["build", "b", "--fp16"]).precision == "fp16"
+    assert parse(["build", "b", "--fp32"]).precision == "fp32"
+    with pytest.raises(SystemExit):
+        parse(["build", "b", "--fp16", "--fp32"])
+
+
+@pytest.mark.parametrize(
+    ("flag", "check", "want"),
+    [
+        ([], "fp16", ("fp16",)),  # auto, fp16 keeps the maps
+        ([], "fp32", ("tf32",)),  # auto, fp16 breaks them: what Engine.load would use
+        (["--fp16"], None, ("fp16",)),  # forced: no check
+        (["--fp32"], None, ()),
+    ],
+)
+def test_build_tensorrt_precision_follows_the_fp16_check(
+    bundle, tmp_path, monkeypatch, flag, check, want
+):
+    """The plan's precision without TensorRT: the GPU steps are replaced by recorders."""
+    import hvx._artifacts as art
+    import hvx.backends.export as ex
+    import hvx.engine as eng
+
+    calls = []
+    monkeypatch.setattr(ex.PlanTarget, "current", classmethod(lambda cls: None))
+    monkeypatch.setattr(art, "onnx_for_bundle", lambda b, c: tmp_path / "m.onnx")
+
+    def fake_check(b, dev, path):
+        calls.append(dev)
+        return check
+
+    def fake_plan(b, settings, cache, force=False):
+        calls.append(settings.precision)
+        return tmp_path / "m.plan"
+
+    monkeypatch.setattr(eng, "_auto_cuda_precision", fake_check)
+    monkeypatch.setattr(art, "plan_for_bundle", fake_plan)
+    assert main(["build", str(bundle), "--tensorrt", *flag]) == 0
+    assert calls == (["cuda", want] if check else [want])

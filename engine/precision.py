@@ -1,0 +1,111 @@
+"""Does a model keep its results in float16? Checked, not assumed.
+
+fp16 inference halves memory traffic and doubles tensor-core throughput, but a
+network whose activations span a wide range can lose its results in it: the
+bundled default model has decoder channels whose convolution sums terms of
+~1e3 that cancel to ~1 before a BatchNorm with a running variance of ~2e5, and
+float16's 11-bit significand turns that into errors of the order of the
+signal (instance-map PQ 0.85 against float32 on the sample tiles). So
+``Engine.load(precision="auto")`` on a GPU runs :func:`check_fp16` on the
+device first and uses fp16 only when the instance maps stay within
+:data:`FP16_MIN_PQ` of the float32 ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["FP16_MIN_PQ", "Fp16Check", "check_fp16"]
+
+#: Smallest mean PQ of the fp16 instance maps against the fp32 ones (same bound as
+#: the bundle storage check of ``scripts/ship_default_model.py``).
+FP16_MIN_PQ = 0.99
+
+
+@dataclasses.dataclass(frozen=True)
+class Fp16Check:
+    """Result of :func:`check_fp16`.
+
+    Attributes:
+        pq: Mean over the tiles of the binary PQ of the fp16 instance maps, with
+            the fp32 maps as ground truth (1.0: identical nuclei).
+        max_abs: Largest absolute difference per head (``np``, ``hv``, ``tp``).
+        tiles: Number of tiles compared.
+        device: Where it ran.
+    """
+
+    pq: float
+    max_abs: dict[str, float]
+    tiles: int
+    device: str
+
+    @property
+    def ok(self) -> bool:
+        """True when fp16 keeps the instance maps (``pq >= FP16_MIN_PQ``)."""
+        return self.pq >= FP16_MIN_PQ
+
+
+def _heads(module: torch.nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [t.float().cpu().numpy() for t in module(x)]
+
+
+def check_fp16(
+    model: torch.nn.Module,
+    preprocess_config: Any,
+    postprocess_config: Any,
+    images: np.ndarray | None = None,
+    device: str | torch.device = "cpu",
+) -> Fp16Check:
+    """Runs a model in float32 and in float16 and compares the instance maps.
+
+    Args:
+        model: A ``hvx.model.HoVerNet`` (not modified: fp16 runs on a copy).
+        preprocess_config: The bundle's ``PreprocessConfig``.
+        postprocess_config: The bundle's ``PostprocessConfig``.
+        images: uint8 RGB ``(N, H, W, 3)`` with H, W multiples of the model's
+            size multiple; None: the packaged sample tiles (``hvx.assets``).
+        device: Where both runs happen ("cpu" works too: torch runs float16
+            convolutions there, slowly).
+
+    Returns:
+        The :class:`Fp16Check`.
+
+    Raises:
+        ValueError: If ``images`` is not a non-empty uint8 (N, H, W, 3) array.
+    """
+    from hvx.metrics import pq_stats
+    from hvx.model import HoVerNetInference
+    from hvx.postprocess import postprocess
+    from hvx.preprocess import preprocess
+
+    if images is None:
+        from hvx.assets import sample_paths
+        from hvx.io import read_image
+
+        images = np.stack([read_image(p) for p in sample_paths()])
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not images.size:
+        raise ValueError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    dev = torch.device(device)
+    x = preprocess(images, preprocess_config, device=dev, dtype=torch.float32)
+    base = copy.deepcopy(model).eval().to(device=dev, dtype=torch.float32)
+    ref = _heads(HoVerNetInference(base), x)
+    half = _heads(HoVerNetInference(base.to(dtype=torch.float16)), x.half())
+    a = postprocess(*ref, postprocess_config)
+    b = postprocess(*half, postprocess_config)
+    # two empty maps agree (PQ's own rule would score them 0)
+    pqs = [
+        1.0 if not (a.inst[k].any() or b.inst[k].any()) else pq_stats(a.inst[k], b.inst[k]).pq
+        for k in range(len(images))
+    ]
+    diffs = {
+        name: float(np.abs(u - v).max())
+        for name, u, v in zip(("np", "hv", "tp"), ref, half, strict=True)
+    }
+    return Fp16Check(pq=float(np.mean(pqs)), max_abs=diffs, tiles=len(images), device=str(dev))
