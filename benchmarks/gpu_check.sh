@@ -125,6 +125,12 @@ echo "HVX_CONSEP_DIR=${HVX_CONSEP_DIR:-<none: real-tile tests skip, bench stages
 step pytest-cuda 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors \
     -W ignore::DeprecationWarning tests
 
+# Does fp16 keep the default model's instance maps on this GPU? (hvx.precision; on
+# the CPU it does not: PQ 0.85 against fp32.) Engine.load(precision="auto") acts on it.
+step fp16-check 60 "$PY" -c "from hvx.bundle import load_bundle; from hvx.assets import \
+default_model_path as d; from hvx.precision import check_fp16; b = load_bundle(d()); \
+print(check_fp16(b.build_model(), b.preprocess, b.postprocess, device='cuda'))"
+
 # ------------------------------------------------------------------ benchmarks
 # Kernels first (cheap); then the network and end to end (the expensive part).
 step bench-kernels 120 "$PY" -m hvx.bench --device cuda --stages preprocess,postprocess,metrics \

@@ -82,3 +82,15 @@ def test_auto_precision_on_cuda_follows_the_check(monkeypatch, caplog, pq, want)
         assert "PQ 0.850" in warned[0] and "precision='fp16'" in warned[0]
     else:
         assert not warned
+
+
+@pytest.mark.cuda
+def test_engine_on_cuda_uses_the_precision_the_check_allows():
+    from hvx.engine import Engine
+
+    b = load_bundle(default_model_path())
+    check = hp.check_fp16(b.build_model(), b.preprocess, b.postprocess, device="cuda")
+    engine = Engine.load(default_model_path(), backend="torch", device="cuda")
+    assert engine.precision == ("fp16" if check.ok else "fp32")
+    forced = Engine.load(default_model_path(), backend="torch", device="cuda", precision="fp16")
+    assert forced.precision == "fp16"
