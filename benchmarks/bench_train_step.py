@@ -159,17 +159,12 @@ def main() -> None:
                 f"{r['speedup_paired_max']:.2f})",
                 flush=True,
             )
-        doc = {
-            "benchmark": "train_step_layouts",
-            "what": "one no-SAM training step (preprocess + fwd + HoVerLoss + bwd + AdamW), "
+        what = (
+            "one no-SAM training step (preprocess + fwd + HoVerLoss + bwd + AdamW), "
             f"fp32, batch {args.batch} x {args.size}x{args.size} x 6ch, {args.threads} torch "
-            "threads, NCHW vs channels-last models timed alternately",
-            "load_average_at_end": os.getloadavg(),
-            "provenance": provenance(),
-            "rows": rows,
-        }
-        if args.out:
-            write_json(args.out, doc)
+            "threads, NCHW vs channels-last models timed alternately"
+        )
+        _write(args.out, "train_step_layouts", what, rows)
         return
     rows = []
     for variant in args.variants:
@@ -184,17 +179,25 @@ def main() -> None:
                 f"cpu {r['cpu_s_median']:.2f} s)",
                 flush=True,
             )
-    doc = {
-        "benchmark": "train_step",
-        "what": "one training step (preprocess + fwd + HoVerLoss + bwd + AdamW), fp32, "
+    what = (
+        "one training step (preprocess + fwd + HoVerLoss + bwd + AdamW), fp32, "
         f"batch {args.batch} x {args.size}x{args.size} x 6ch, {args.threads} torch threads; "
-        "SAM = two fwd/bwd per step; baseline of each SAM row = the no-SAM row",
-        "load_average_at_end": os.getloadavg(),
-        "provenance": provenance(),
-        "rows": rows,
-    }
-    if args.out:
-        write_json(args.out, doc)
+        "SAM = two fwd/bwd per step; baseline of each SAM row = the no-SAM row"
+    )
+    _write(args.out, "train_step", what, rows)
+
+
+def _write(out: str | None, name: str, what: str, rows: list[dict]) -> None:
+    """Writes the result file (when ``out`` is given) with provenance and load."""
+    if out:
+        doc = {
+            "benchmark": name,
+            "what": what,
+            "load_average_at_end": os.getloadavg(),
+            "provenance": provenance(),
+            "rows": rows,
+        }
+        write_json(out, doc)
 
 
 if __name__ == "__main__":
