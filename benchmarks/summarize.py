@@ -167,7 +167,14 @@ def _bench_section(docs: list[tuple[Path, dict]]) -> list[str]:
 
 def _headline(doc: dict) -> str:
     keys = [k for k, v in doc.items() if k.startswith("speedup") and isinstance(v, int | float)]
-    return ", ".join(f"{k} {doc[k]:.1f}x" for k in keys)
+    parts = [f"{k} {doc[k]:.1f}x" for k in keys]
+    # paired speed-ups (timed back to back): {case: {"median", "p25", "p75", ...}}
+    for case, v in (doc.get("speedup_paired_cpu") or {}).items():
+        parts.append(f"{case} {v['median']:.1f}x paired (p25-p75 {v['p25']:.1f}-{v['p75']:.1f})")
+    for row in doc.get("rows") or []:
+        if isinstance(row, dict) and "speedup_paired_median" in row:
+            parts.append(f"{row['variant']} {row['speedup_paired_median']:.2f}x paired")
+    return ", ".join(parts)
 
 
 def _other_section(docs: list[tuple[Path, dict]]) -> list[str]:
