@@ -489,7 +489,12 @@ def _check_kept32(info: dict, model_state: dict[str, torch.Tensor], where: str) 
     names = info["float32_tensors"]
     if info["dtype"] == "float32":
         raise ValueError(f"{where}float32_tensors: expected only with float16 or bfloat16 storage")
-    if not isinstance(names, list) or not names or names != sorted(set(names)):
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) for n in names)
+        or names != sorted(set(names))
+    ):
         raise ValueError(
             f"{where}float32_tensors: expected a non-empty sorted list of unique tensor "
             f"names, got {names!r}"

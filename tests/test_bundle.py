@@ -223,6 +223,7 @@ def kept_copy(tmp_path, big_model):
             r"expected a non-empty sorted list",
         ),
         ("decoder.branches.np.head.bias", None, r"expected a non-empty sorted list"),
+        (["decoder.branches.np.head.bias", 3], None, r"expected a non-empty sorted list"),
         (["no.such.tensor"], None, r"expected floating tensors of the architecture, got \['no"),
         (
             ["decoder.branches.np.head.bias"],
