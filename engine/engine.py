@@ -237,7 +237,8 @@ class Engine:
         runner = None
         model = None
         if cuda and precision == "auto" and backend != "onnxruntime":
-            precision = _auto_cuda_precision(bundle, dev, path)
+            model = bundle.build_model("cpu")  # read once: the check, then the torch runner
+            precision = _auto_cuda_precision(bundle, dev, path, model)
         if backend == "tensorrt" or (backend == "auto" and cuda and features().tensorrt.available):
             from hvx.backends.export import PlanSettings
             from hvx.backends.tensorrt import TensorRTBackend
@@ -253,7 +254,7 @@ class Engine:
                     raise
                 log.warning("TensorRT unavailable for %s (%s); using torch", path, err)
         if runner is None and (backend == "torch" or (backend == "auto" and cuda)):
-            runner = cls._torch_runner(bundle, dev, precision)
+            runner = cls._torch_runner(bundle, dev, precision, model)
         if runner is None and backend == "onnxruntime":
             model = bundle.build_model("cpu")
             runner = cls._ort_runner(bundle, cache_dir, model)
@@ -275,11 +276,12 @@ class Engine:
         return cls._from_meta(runner, _artifacts.model_meta(bundle, size_multiple), str(path))
 
     @staticmethod
-    def _torch_runner(bundle, dev: str, precision: str):
+    def _torch_runner(bundle, dev: str, precision: str, model=None):
         from hvx.backends.torch import TorchBackend
 
         prec = None if precision == "auto" else precision
-        return TorchBackend.from_model(bundle.build_model("cpu"), device=dev, precision=prec)
+        model = bundle.build_model("cpu") if model is None else model
+        return TorchBackend.from_model(model, device=dev, precision=prec)
 
     @staticmethod
     def _ort_runner(bundle, cache_dir, model):
@@ -415,11 +417,15 @@ class Engine:
         )
 
 
-def _auto_cuda_precision(bundle, dev: str, path) -> str:
-    """fp16 when it keeps this model's instance maps on ``dev``, else fp32 (logged)."""
+def _auto_cuda_precision(bundle, dev: str, path, model=None) -> str:
+    """fp16 when it keeps this model's instance maps on ``dev``, else fp32 (logged).
+
+    ``model``: the bundle's network if already built (it is not modified).
+    """
     from hvx.precision import check_fp16
 
-    check = check_fp16(bundle.build_model("cpu"), bundle.preprocess, bundle.postprocess, device=dev)
+    model = bundle.build_model("cpu") if model is None else model
+    check = check_fp16(model, bundle.preprocess, bundle.postprocess, device=dev)
     if check.ok:
         return "fp16"
     log.warning(
