@@ -182,7 +182,7 @@ HVX_PP_INLINE void relief_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
   if (x1 == W && W > 1) d[W - 1] = at(W - 1);
 }
 
-// Row y of g into its ring slot: 0 off the span.
+// Row y of g into its ring slot (0 off the span) and of the marker bits.
 HVX_PP_INLINE void g_row(const EnergyArgs& a, int64_t y) {
   const int32_t x0 = a.span[2 * y], x1 = a.span[2 * y + 1];
   double* g = a.g + y % 3 * a.W;
@@ -217,7 +217,7 @@ void energy_relief(const EnergyArgs& a) {
 
 // fg = np >= thr (0 / 1); false when np holds a NaN or inf (x - x is 0 for
 // finite x, else NaN). Branch-free, so it vectorises; it is bound by reading np.
-bool threshold(const float* np, int64_t n, float thr, uint8_t* fg) {
+HVX_PP_INLINE bool threshold_body(const float* np, int64_t n, float thr, uint8_t* fg) {
   int bad = 0;
   for (int64_t i = 0; i < n; ++i) {
     const float x = np[i];
@@ -225,6 +225,22 @@ bool threshold(const float* np, int64_t n, float thr, uint8_t* fg) {
     bad |= !(x - x == 0.0f);
   }
   return !bad;
+}
+#if HVX_PP_X86
+HVX_PP_AVX512 bool threshold_avx512(const float* np, int64_t n, float thr, uint8_t* fg) {
+  return threshold_body(np, n, thr, fg);
+}
+HVX_PP_AVX2 bool threshold_avx2(const float* np, int64_t n, float thr, uint8_t* fg) {
+  return threshold_body(np, n, thr, fg);
+}
+#endif
+bool threshold(const float* np, int64_t n, float thr, uint8_t* fg) {
+#if HVX_PP_X86
+  const int isa = isa_level();
+  if (isa >= 2) return threshold_avx512(np, n, thr, fg);
+  if (isa >= 1) return threshold_avx2(np, n, thr, fg);
+#endif
+  return threshold_body(np, n, thr, fg);
 }
 
 }  // namespace
@@ -380,9 +396,10 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
       const uint32_t i = base + static_cast<uint32_t>(x);
       if (!lp[i]) {
         *front++ = i;
-      } else if (is_active_marker(mask, lp, i, Wp)) {
-        *--back = i;
+        continue;
       }
+      if (is_active_marker(mask, lp, i, Wp)) *--back = i;
+      mask[i] = 0;  // a marker: the flood tests mask alone
     }
     cfront[r.comp] = front - pix.data();
     cback[r.comp] = back - pix.data();

@@ -133,19 +133,23 @@ void open_ellipse(uint8_t* mask, int64_t H, int64_t W, int k);
 void watershed(const double* image, const uint8_t* mask, int64_t H, int64_t W,
                int32_t* labels, bool exact_heap = false);
 // The same on (H + 2) x (W + 2) arrays with a zero mask border (no copies).
-void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+// The mask is used up: the fast path clears it wherever a pixel is labelled.
+void watershed_padded(const double* img, uint8_t* mask, int32_t* lab, int64_t Hp,
                       int64_t Wp, bool exact_heap = false);
 // Its fast path: `in_mask` lists the n_in_mask in-mask indices in ascending
 // order (a whole mask, or whole 4-connected components of it: the flood never
-// crosses between components). Returns false, touching nothing, when seeds of
-// one value and different labels would need scikit-image's heap layout to
-// order them (then call watershed_exact on the whole mask).
-bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
+// crosses between components). It clears the mask of each labelled pixel
+// (markers first), so that the flood tests mask alone. Returns false, having
+// labelled nothing, when seeds of one value and different labels would need
+// scikit-image's heap layout to order them (then call watershed_exact on the
+// whole mask: it finds the markers by their labels).
+bool watershed_fast(const double* img, uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
                     const uint32_t* in_mask, size_t n_in_mask);
 // The same with the queue already split: `cand` the unlabelled in-mask pixels
 // and `seeds` the labelled ones with an unlabelled in-mask 4-neighbour (both in
-// ascending order, whole components).
-bool watershed_fast_queued(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+// ascending order, whole components). The caller has cleared the mask of every
+// labelled pixel; the flood clears it where it labels.
+bool watershed_fast_queued(const double* img, uint8_t* mask, int32_t* lab, int64_t Hp,
                            int64_t Wp, const uint32_t* cand, size_t ncand, const uint32_t* seeds,
                            size_t nseeds);
 // A labelled pixel i that the flood pushes first: one of its 4-neighbours is in

@@ -130,7 +130,7 @@ void flood(const double* img, const uint8_t* mask, int32_t* lab, int64_t Wp,
 // when two active markers share a value.
 class RankQueue {
  public:
-  bool flood(const double* img, int32_t* lab, const uint8_t* mask, int64_t Hp, int64_t Wp,
+  bool flood(const double* img, int32_t* lab, uint8_t* mask, int64_t Hp, int64_t Wp,
              const uint32_t* cand, size_t ncand, const uint32_t* seeds, size_t nseeds) {
     const int64_t n = Hp * Wp;
     pix_.assign(cand, cand + ncand);
@@ -172,7 +172,8 @@ class RankQueue {
         const int32_t l = lab[p];
         for (int k = 0; k < 4; ++k) {
           const int64_t q = p + off[k];
-          if (!mask[q] || lab[q]) continue;
+          if (!mask[q]) continue;  // out of the mask, or labelled
+          mask[q] = 0;
           lab[q] = l;
           push(static_cast<uint32_t>(q), std::max(rank_[q], cur));
         }
@@ -286,7 +287,7 @@ HVX_NOINLINE FastScratch& fast_scratch() {
 }
 }  // namespace
 
-bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
+bool watershed_fast(const double* img, uint8_t* mask, int32_t* lab, int64_t Hp, int64_t Wp,
                     const uint32_t* in_mask, size_t n_in_mask) {
   FastScratch& scratch = fast_scratch();
   std::vector<uint32_t>& seeds = scratch.seeds;
@@ -302,12 +303,13 @@ bool watershed_fast(const double* img, const uint8_t* mask, int32_t* lab, int64_
       continue;
     }
     if (is_active_marker(mask, lab, i, Wp)) seeds.push_back(i);
+    mask[i] = 0;  // labelled: the flood reads mask alone
   }
   return watershed_fast_queued(img, mask, lab, Hp, Wp, cand.data(), cand.size(), seeds.data(),
                                seeds.size());
 }
 
-bool watershed_fast_queued(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+bool watershed_fast_queued(const double* img, uint8_t* mask, int32_t* lab, int64_t Hp,
                            int64_t Wp, const uint32_t* cand, size_t ncand, const uint32_t* seeds,
                            size_t nseeds) {
   if (nseeds == 0) return true;
@@ -333,8 +335,10 @@ void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64
   all_markers.clear();
   size_t m = 0;
   for (int64_t i = Wp; i < (Hp - 1) * Wp; ++i) {
-    m += mask[i] != 0;
-    if (mask[i] && lab[i]) all_markers.push_back(static_cast<uint32_t>(i));
+    // labels are 0 off the mask; a labelled pixel may have had its mask
+    // cleared by the fast path before it fell back
+    m += (mask[i] != 0) | (lab[i] != 0);
+    if (lab[i]) all_markers.push_back(static_cast<uint32_t>(i));
   }
   heap.reserve(m + 1);  // every in-mask pixel is pushed at most once
   flood(img, mask, lab, Wp, all_markers, heap);
@@ -342,7 +346,7 @@ void watershed_exact(const double* img, const uint8_t* mask, int32_t* lab, int64
 
 // Padded-layout entry: img, mask, lab are (H+2) x (W+2) with a zero mask
 // border; lab holds the markers (zero outside the mask).
-void watershed_padded(const double* img, const uint8_t* mask, int32_t* lab, int64_t Hp,
+void watershed_padded(const double* img, uint8_t* mask, int32_t* lab, int64_t Hp,
                       int64_t Wp, bool exact_heap) {
   static thread_local std::vector<uint32_t> pix;
   const int64_t n = Hp * Wp;
