@@ -182,7 +182,7 @@ HVX_PP_INLINE void relief_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
   if (x1 == W && W > 1) d[W - 1] = at(W - 1);
 }
 
-// Row y of g into its ring slot (0 off the span) and of the marker bits.
+// Row y of g into its ring slot: 0 off the span.
 HVX_PP_INLINE void g_row(const EnergyArgs& a, int64_t y) {
   const int32_t x0 = a.span[2 * y], x1 = a.span[2 * y + 1];
   double* g = a.g + y % 3 * a.W;
