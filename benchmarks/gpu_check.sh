@@ -4,13 +4,14 @@
 #   bash benchmarks/gpu_check.sh            # from the repository root, on a CUDA machine
 #
 # Writes everything under ONE folder: $OUT when set (the device tool), else
-# benchmarks/results/gpu-<UTC date>/. At most 5 files, so all of them come back
+# benchmarks/results/gpu-<UTC date>/. At most 8 files, so all of them come back
 # from the device tool (it returns 8 files at most):
 #   env.txt           nvidia-smi, python, torch/triton/CUDA versions, hvx features
 #   steps.tsv         step, exit code, seconds, time limit (124 = killed by its limit)
 #   gpu_check.log     every step's output, in order
 #   bench-gpu-<date>-kernels.json   hvx-bench: preprocess, postprocess, metrics
-#   bench-gpu-<date>-network.json   hvx-bench: network, e2e (convnext_small + a fast variant)
+#   bench-gpu-<date>-network.json   hvx-bench: network, e2e (the default's variant + convnext_small)
+#   train.tar.part-*  with HVX_GPU_TRAIN_MINUTES set: scripts/gpu_train.sh's runs (<= 3 files)
 # Copy the two JSON files into benchmarks/results/ and run benchmarks/summarize.py.
 #
 # Budget: well under 10 minutes. Each step runs under `timeout` with its own
@@ -120,6 +121,16 @@ if [[ -z ${HVX_CONSEP_DIR:-} ]]; then
 fi
 echo "HVX_CONSEP_DIR=${HVX_CONSEP_DIR:-<none: real-tile tests skip, bench stages fail>}" | tee -a "$LOG"
 
+# ------------------------------------------------------------------ training (optional)
+# HVX_GPU_TRAIN_MINUTES=4: three time-boxed training runs (scripts/gpu_train.sh) share
+# the GPU while the CUDA tests run; packed into train.tar.part-* before the benchmarks
+# (which then have the GPU to themselves).
+TRAIN=0
+if [[ -n ${HVX_GPU_TRAIN_MINUTES:-} && -n ${HVX_CONSEP_DIR:-} ]]; then
+    TRAIN=1
+    step train-start 90 bash scripts/gpu_train.sh start "$DEST"
+fi
+
 # ------------------------------------------------------------------ GPU tests
 # Triton CLAHE/colour kernels vs the OpenCV reference on CUDA, torch fp16 parity, features.
 step pytest-cuda 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors \
@@ -131,12 +142,18 @@ step fp16-check 60 "$PY" -c "from hvx.bundle import load_bundle; from hvx.assets
 default_model_path as d; from hvx.precision import check_fp16; b = load_bundle(d()); \
 print(check_fp16(b.build_model(), b.preprocess, b.postprocess, device='cuda'))"
 
+if ((TRAIN)); then
+    step train-finish $((${HVX_GPU_TRAIN_MINUTES%.*} * 60 + 200)) \
+        bash scripts/gpu_train.sh finish "$DEST"
+fi
+
 # ------------------------------------------------------------------ benchmarks
 # Kernels first (cheap); then the network and end to end (the expensive part).
-step bench-kernels 120 "$PY" -m hvx.bench --device cuda --stages preprocess,postprocess,metrics \
-    --batch 1,8,32,64 --repeats 5 --json "$DEST/bench-gpu-$DATE-kernels.json"
-step bench-network 200 "$PY" -m hvx.bench --device cuda --stages network,e2e \
-    --variant convnext_small,fast_convnext_tiny --batch 1,8,32,64 --repeats 3 \
+step bench-kernels 90 "$PY" -m hvx.bench --device cuda --stages preprocess,postprocess,metrics \
+    --batch 1,8,32 --repeats 3 --json "$DEST/bench-gpu-$DATE-kernels.json"
+# the default model's variant first, then the paper's
+step bench-network 150 "$PY" -m hvx.bench --device cuda --stages network,e2e \
+    --variant fast_hr_convnext_atto,convnext_small --batch 1,8,32 --repeats 3 \
     --json "$DEST/bench-gpu-$DATE-network.json"
 
 echo "=== done in $(($(date +%s) - START))s; results in $DEST" | tee -a "$LOG"

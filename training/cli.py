@@ -61,6 +61,13 @@ def build_parser(config=None) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.add_argument(
+        "--preprocess-impl",
+        default="auto",
+        choices=("auto", "triton", "numba", "reference"),
+        help="preprocessing implementation (auto: Triton on CUDA, numba on the CPU; "
+        "all give the same input)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads (default: torch's); a resumed CPU run is bit-exact only "
@@ -155,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_minutes=args.max_minutes,
             resume=args.resume,
             progress=not args.no_progress,
+            preprocess_impl=args.preprocess_impl,
         )
         result = trainer.fit()
     except (ValueError, FileNotFoundError) as e:

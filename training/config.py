@@ -92,6 +92,9 @@ class DataConfig:
         split_seed: Seed of the split by source image.
         max_train_tiles: Use at most this many training tiles (None = all).
         max_val_tiles: Use at most this many validation tiles (None = all).
+        epoch_repeats: Each epoch visits every training tile this many times, each
+            visit with its own augmentation and crop: longer epochs, so fewer
+            DataLoader restarts and validations where steps are fast (a GPU).
     """
 
     class_names: tuple[str, ...] | None = None
@@ -103,8 +106,11 @@ class DataConfig:
     split_seed: int = 0
     max_train_tiles: int | None = None
     max_val_tiles: int | None = None
+    epoch_repeats: int = 1
 
     def __post_init__(self) -> None:
+        if self.epoch_repeats < 1:
+            raise ValueError(f"expected data.epoch_repeats >= 1, got {self.epoch_repeats}")
         if not self.mpp > 0:
             raise ValueError(f"expected data.mpp > 0, got {self.mpp}")
         if not 0 < self.scale <= 4:
@@ -141,6 +147,10 @@ class OptimConfig:
         rho: SAM radius.
         step_size: StepLR step in epochs (25 in the paper and the reference).
         gamma: StepLR factor.
+        budget_decay: A schedule for runs sized by time rather than epochs: with
+            ``--max-minutes``, the learning rate is multiplied by ``gamma`` once,
+            when this fraction of the time budget is spent (on top of StepLR; set
+            ``step_size`` beyond ``epochs`` to use it alone). None: off.
     """
 
     lr: float = 1e-4
@@ -151,8 +161,13 @@ class OptimConfig:
     rho: float = 0.05
     step_size: int = 25
     gamma: float = 0.1
+    budget_decay: float | None = None
 
     def __post_init__(self) -> None:
+        if self.budget_decay is not None and not 0 < self.budget_decay < 1:
+            raise ValueError(
+                f"expected optim.budget_decay in (0, 1) or null, got {self.budget_decay}"
+            )
         if not self.lr > 0:
             raise ValueError(f"expected optim.lr > 0, got {self.lr}")
         if self.weight_decay < 0:
@@ -189,7 +204,9 @@ class TrainConfig:
         val_every: Validate every this many epochs (and after the last one).
         seed: Seed of initialisation, data order and augmentation.
         num_workers: DataLoader worker processes (0 = in the main process).
-        amp: Mixed precision (float16 autocast + GradScaler); CUDA only, ignored on CPU.
+        amp: Mixed precision autocast; CUDA only, ignored on CPU.
+        amp_dtype: ``"float16"`` (with a GradScaler) or ``"bfloat16"`` (float32's
+            range, so no loss scaling; Ampere and later).
         channels_last: Run the network in channels-last (NHWC) memory layout: the
             same computation, faster convolutions (a CPU training step of
             ``fast_hr_convnext_atto`` at 4 x 256 x 256: 1.26x, see docs/training.md);
@@ -214,6 +231,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     amp: bool = True
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
     channels_last: bool = True
     ckpt_every_steps: int = 0
     best_metric: Literal["mpq_plus", "pq"] = "mpq_plus"
@@ -225,6 +243,8 @@ class TrainConfig:
         for name in ("num_workers", "ckpt_every_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"expected {name} >= 0, got {getattr(self, name)}")
+        if self.amp_dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"expected amp_dtype 'float16' or 'bfloat16', got {self.amp_dtype!r}")
         if self.best_metric not in ("mpq_plus", "pq"):
             raise ValueError(f"expected best_metric 'mpq_plus' or 'pq', got {self.best_metric!r}")
 

@@ -51,7 +51,7 @@ from hvx.bundle import save_bundle
 from hvx.metrics import conic_scores
 from hvx.model import HoVerNet, HoVerNetInference, create_model
 from hvx.postprocess import postprocess
-from hvx.preprocess import preprocess
+from hvx.preprocess import IMPLS, preprocess
 from hvx.training.augment import Augmenter
 from hvx.training.checkpoint import load_checkpoint, save_checkpoint
 from hvx.training.config import TrainConfig, dump_config
@@ -168,6 +168,11 @@ class TrainTiles(torch.utils.data.Dataset):
         }
 
 
+def _one_cv2_thread(worker_id: int) -> None:
+    """DataLoader workers: one OpenCV thread each (the workers are the parallelism)."""
+    cv2.setNumThreads(1)
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The tile order of an epoch: a permutation of ``range(n)`` from ``(seed, epoch)``."""
     g = torch.Generator()
@@ -176,15 +181,22 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class _EpochBatches(torch.utils.data.Sampler):
-    """Batches of ``(epoch, index)`` keys of one epoch, from step ``start`` on."""
+    """Batches of ``(pass, index)`` keys of one epoch, from step ``start`` on.
 
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start: int) -> None:
-        order = epoch_order(n, seed, epoch).tolist()
-        steps = n // batch_size
-        self.batches = [
-            [(epoch, i) for i in order[s * batch_size : (s + 1) * batch_size]]
-            for s in range(start, steps)
+    An epoch is ``repeats`` passes over the tiles, pass ``epoch * repeats + r``
+    each in its own order; with ``repeats=1`` a key is ``(epoch, index)``.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, epoch: int, start: int, repeats: int = 1
+    ) -> None:
+        keys = [
+            (p, i)
+            for p in range(epoch * repeats, (epoch + 1) * repeats)
+            for i in epoch_order(n, seed, p).tolist()
         ]
+        steps = len(keys) // batch_size
+        self.batches = [keys[s * batch_size : (s + 1) * batch_size] for s in range(start, steps)]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         return iter(self.batches)
@@ -204,6 +216,8 @@ def evaluate(
     device: torch.device,
     *,
     amp: bool = False,
+    amp_dtype: str = "float16",
+    preprocess_impl: str = "auto",
 ) -> dict[str, Any]:
     """Validation: whole tiles -> model -> probabilities -> post-processing -> CoNiC metrics.
 
@@ -212,7 +226,9 @@ def evaluate(
         ds: Validation tiles (class ids 1..C).
         config: Supplies preprocessing, post-processing and the batch size.
         device: Where the model runs.
-        amp: float16 autocast (CUDA).
+        amp: Autocast (CUDA).
+        amp_dtype: Its dtype, "float16" or "bfloat16".
+        preprocess_impl: ``hvx.preprocess.preprocess``'s ``impl``.
 
     Returns:
         ``{"pq": binary PQ, "mpq_plus": mPQ+, "pq_plus": [per class], "tiles": N}``.
@@ -226,12 +242,14 @@ def evaluate(
     try:
         for s in range(0, len(ds.images), config.val_batch_size):
             imgs = torch.from_numpy(ds.images[s : s + config.val_batch_size]).to(device)
-            x = preprocess(imgs, config.preprocess, device=device, dtype=torch.float32)
+            x = preprocess(
+                imgs, config.preprocess, device=device, dtype=torch.float32, impl=preprocess_impl
+            )
             h, w = x.shape[-2:]
             ph, pw = (-h) % m, (-w) % m
             if ph or pw:
                 x = F.pad(x, (0, pw, 0, ph), mode="reflect")
-            with _autocast(device, amp):
+            with _autocast(device, amp, amp_dtype):
                 np_prob, hv, tp_prob = infer(x)
             np_prob = np_prob[..., :h, :w].float().cpu().numpy()
             hv = hv[..., :h, :w].float().cpu().numpy()
@@ -250,9 +268,9 @@ def evaluate(
     }
 
 
-def _autocast(device: torch.device, enabled: bool):
+def _autocast(device: torch.device, enabled: bool, dtype: str = "float16"):
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cuda", dtype=getattr(torch, dtype))
     return contextlib.nullcontext()
 
 
@@ -293,6 +311,8 @@ class Trainer:
             the current step with a checkpoint, a validation and a bundle.
         resume: Continue from ``out/checkpoints/last.safetensors``.
         progress: Show tqdm bars.
+        preprocess_impl: ``hvx.preprocess.preprocess``'s ``impl`` ("auto": Triton on
+            CUDA, numba on the CPU); every implementation gives the same input.
     """
 
     def __init__(
@@ -305,7 +325,11 @@ class Trainer:
         max_minutes: float | None = None,
         resume: bool = False,
         progress: bool = True,
+        preprocess_impl: str = "auto",
     ) -> None:
+        if preprocess_impl not in IMPLS:
+            raise ValueError(f"expected preprocess_impl one of {IMPLS}, got {preprocess_impl!r}")
+        self.preprocess_impl = preprocess_impl
         if max_minutes is not None and not max_minutes > 0:
             raise ValueError(f"expected max_minutes > 0, got {max_minutes}")
         self.config = config
@@ -330,7 +354,17 @@ class Trainer:
                 f"expected at least batch_size={config.batch_size} training tiles, "
                 f"got {len(self.train_ds.images)}"
             )
+        if config.optim.budget_decay is not None and max_minutes is None:
+            raise ValueError(
+                f"optim.budget_decay={config.optim.budget_decay} is a fraction of the time "
+                "budget: it needs max_minutes (--max-minutes)"
+            )
         self.amp = config.amp and self.device.type == "cuda"
+        if self.device.type == "cuda":
+            # TF32 matrix products and convolutions, autotuned (training crops are one size)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         torch.manual_seed(config.seed)
         self.model = create_model(
             config.model.variant,
@@ -367,12 +401,15 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=oc.step_size, gamma=oc.gamma
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # bfloat16 has float32's range: no loss scaling
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp and config.amp_dtype == "float16"
+        )
         self.sam = SAM(self.optimizer, rho=oc.rho, scaler=self.scaler) if oc.sam else None
         self.tiles = TrainTiles(
             self.train_ds, Augmenter(config.augment), config.data.crop_size, config.seed
         )
-        self.steps_per_epoch = len(self.tiles) // config.batch_size
+        self.steps_per_epoch = len(self.tiles) * config.data.epoch_repeats // config.batch_size
         # run state (what a checkpoint restores)
         self.epoch = 0
         self.step_in_epoch = 0
@@ -380,6 +417,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self.train_seconds = 0.0
+        self.budget_decayed = False
         self._stop: str | None = None
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -398,7 +436,8 @@ class Trainer:
             "best": self.best,
             "train_seconds": self.train_seconds,
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.amp else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "budget_decayed": self.budget_decayed,
             "config": self.config.to_dict(),
             "finetuned_from": self.finetune_source,
         }
@@ -437,7 +476,8 @@ class Trainer:
             raise ValueError(f"checkpoint {path} does not fit this model/optimizer: {e}") from None
         st = ckpt.state
         self.scheduler.load_state_dict(st["scheduler"])
-        if self.amp and st.get("scaler"):
+        self.budget_decayed = st.get("budget_decayed", False)
+        if self.scaler.is_enabled() and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
         torch.set_rng_state(ckpt.rng["torch_cpu"])
         if "torch_cuda" in ckpt.rng and self.device.type == "cuda":
@@ -455,7 +495,11 @@ class Trainer:
         """One optimiser step (two forward/backward passes with SAM); returns the losses."""
         dev = self.device
         x = preprocess(
-            batch["image"].to(dev), self.config.preprocess, device=dev, dtype=torch.float32
+            batch["image"].to(dev),
+            self.config.preprocess,
+            device=dev,
+            dtype=torch.float32,
+            impl=self.preprocess_impl,
         )
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -463,7 +507,7 @@ class Trainer:
         parts: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
-            with _autocast(dev, self.amp):
+            with _autocast(dev, self.amp, self.config.amp_dtype):
                 out = self.model(x)
             loss, p = self.loss_fn(out, targets)
             if not parts:
@@ -483,14 +527,16 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
 
     def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
+        cfg = self.config
         sampler = _EpochBatches(
-            len(self.tiles), self.config.batch_size, self.config.seed, epoch, start
+            len(self.tiles), cfg.batch_size, cfg.seed, epoch, start, cfg.data.epoch_repeats
         )
         return torch.utils.data.DataLoader(
             self.tiles,
             batch_sampler=sampler,
             num_workers=self.config.num_workers,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_one_cv2_thread,
             # its own generator: creating an iterator must not draw from the global
             # torch RNG (that would shift stochastic depth after a resume)
             generator=torch.Generator().manual_seed(self.config.seed + epoch),
@@ -502,7 +548,15 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _validate(self) -> dict:
-        metrics = evaluate(self.model, self.val_ds, self.config, self.device, amp=self.amp)
+        metrics = evaluate(
+            self.model,
+            self.val_ds,
+            self.config,
+            self.device,
+            amp=self.amp,
+            amp_dtype=self.config.amp_dtype,
+            preprocess_impl=self.preprocess_impl,
+        )
         metrics.update(epoch=self.epoch, global_step=self.global_step)
         self.history.append(metrics)
         key = self.config.best_metric
@@ -522,6 +576,20 @@ class Trainer:
         if self.progress:
             tqdm.write(msg)
         log.info(msg)
+
+    def _maybe_budget_decay(self, spent: float, budget: float) -> None:
+        """``optim.budget_decay``: lr x gamma once, at that fraction of the budget."""
+        frac = self.config.optim.budget_decay
+        if frac is None or self.budget_decayed or spent < frac * budget:
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] *= self.config.optim.gamma
+        self.budget_decayed = True
+        self._log({"event": "budget_decay", "global_step": self.global_step, "seconds": spent})
+        self._write(
+            f"learning rate x {self.config.optim.gamma} after {spent:.0f} s "
+            f"({frac:.0%} of the time budget), step {self.global_step}"
+        )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stop = "interrupted"
@@ -563,8 +631,10 @@ class Trainer:
                     self.step_in_epoch += 1
                     self.global_step += 1
                     bar.set_postfix(loss=f"{losses['loss']:.4f}")
-                    if time.monotonic() - t_start > budget:
+                    spent = time.monotonic() - t_start
+                    if spent > budget:
                         self._stop = "time_budget"
+                    self._maybe_budget_decay(spent, budget)
                     if self._stop is not None:
                         break
                     every = cfg.ckpt_every_steps

@@ -12,7 +12,14 @@ from hvx.bundle import load_bundle
 from hvx.training import cli
 from hvx.training.config import TrainConfig
 from hvx.training.data import TileDataset
-from hvx.training.trainer import Trainer, TrainTiles, epoch_order, evaluate, prepare_dataset
+from hvx.training.trainer import (
+    Trainer,
+    TrainTiles,
+    _EpochBatches,
+    epoch_order,
+    evaluate,
+    prepare_dataset,
+)
 
 TINY = {
     "name": "tiny",
@@ -286,6 +293,51 @@ def test_time_budget_stops_with_checkpoint_and_bundle(tmp_path):
     assert (st["epoch"], st["step_in_epoch"]) == (0, 1)
 
 
+def test_epoch_repeats_are_distinct_passes_and_one_is_the_plain_epoch(tmp_path):
+    plain = [k for b in _EpochBatches(7, 2, seed=3, epoch=4, start=0) for k in b]
+    assert plain == [(4, i) for i in epoch_order(7, 3, 4).tolist()[:6]]
+    assert plain == [k for b in _EpochBatches(7, 2, 3, 4, 0, repeats=1) for k in b]
+    keys = [k for b in _EpochBatches(7, 2, seed=3, epoch=1, start=0, repeats=3) for k in b]
+    assert len(keys) == 20  # 21 keys, the last incomplete batch dropped
+    assert keys[:7] == [(3, i) for i in epoch_order(7, 3, 3).tolist()]
+    assert keys[7:14] == [(4, i) for i in epoch_order(7, 3, 4).tolist()]
+    assert {p for p, _ in keys} == {3, 4, 5}  # passes 3..5: no overlap with epoch 0 or 2
+    late = [k for b in _EpochBatches(7, 2, seed=3, epoch=1, start=4, repeats=3) for k in b]
+    assert late == keys[8:]
+    cfg = _config(epochs=1, data={"epoch_repeats": 2}, optim={"sam": False})
+    result = Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False).fit()
+    assert result.global_step == 6  # 2 x 6 train tiles / 2
+
+
+def test_budget_decay_lowers_the_learning_rate_once_and_needs_a_budget(tmp_path):
+    cfg = _config(epochs=2, optim={"sam": False, "budget_decay": 0.5, "gamma": 0.1})
+    with pytest.raises(ValueError, match=r"budget_decay=0.5 .* needs max_minutes"):
+        Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False)
+    tr = Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False, max_minutes=10)
+    tr._maybe_budget_decay(spent=299.0, budget=600.0)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    tr._maybe_budget_decay(spent=301.0, budget=600.0)
+    tr._maybe_budget_decay(spent=500.0, budget=600.0)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert tr._state()["budget_decayed"] is True
+    result = tr.fit()  # StepLR (step 25) keeps the decayed rate; the flag is checkpointed
+    assert result.status == "completed"
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    resumed = Trainer(
+        cfg.replace({"epochs": 3}),
+        _tiles(),
+        tmp_path,
+        device="cpu",
+        progress=False,
+        max_minutes=10,
+        resume=True,
+    )
+    resumed._load(tmp_path / "checkpoints" / "last.safetensors")
+    assert resumed.budget_decayed is True
+    resumed._maybe_budget_decay(spent=599.0, budget=600.0)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)  # not twice
+
+
 def test_damaged_checkpoint_and_bad_resume_are_clear_errors(tmp_path):
     cfg = _config(epochs=1, optim={"sam": False})
     Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False).fit()
@@ -347,3 +399,20 @@ def test_cli_end_to_end_on_real_tiles(consep_dir, tmp_path):
     assert bundle.mpp == pytest.approx(0.25)  # the cpu recipe keeps CoNSeP at 40x
     assert bundle.class_names[0].lower().startswith("misc")
     assert (out / "config.yaml").is_file()
+
+
+def test_preprocess_impl_is_checked_and_any_gives_the_same_training(tmp_path):
+    cfg = _config(epochs=1, optim={"sam": False})
+    with pytest.raises(ValueError, match=r"expected preprocess_impl one of .*got 'opencv'"):
+        Trainer(cfg, _tiles(), tmp_path / "x", device="cpu", preprocess_impl="opencv")
+    runs = [
+        Trainer(cfg, _tiles(), tmp_path / impl, device="cpu", progress=False, preprocess_impl=impl)
+        for impl in ("numba", "reference")
+    ]
+    for tr in runs:
+        tr.fit()
+    a, b = (
+        _weights(tmp_path / impl / "checkpoints" / "last.safetensors")
+        for impl in ("numba", "reference")
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
