@@ -117,9 +117,12 @@ def _clahe_lut_kernel(
     i2 = tl.arange(0, 256)[None, :]
     lut = lut_ptr + (n * 3 * N_TILES + t2) * 256 + i2
     m2 = (t2 < N_TILES) & (i2 < 256)
-    _hist_to_lut(hist_r, lut, m2, CLIP, LUT_SCALE, TPP, RN)
-    _hist_to_lut(hist_g, lut + N_TILES * 256, m2, CLIP, LUT_SCALE, TPP, RN)
-    _hist_to_lut(hist_b, lut + 2 * N_TILES * 256, m2, CLIP, LUT_SCALE, TPP, RN)
+    # float32 explicitly: torch.compile types a Python float argument float64, and
+    # libdevice.mul_rn has no (float32, float64) form (the value is float32-exact)
+    scale = tl.cast(LUT_SCALE, tl.float32)
+    _hist_to_lut(hist_r, lut, m2, CLIP, scale, TPP, RN)
+    _hist_to_lut(hist_g, lut + N_TILES * 256, m2, CLIP, scale, TPP, RN)
+    _hist_to_lut(hist_b, lut + 2 * N_TILES * 256, m2, CLIP, scale, TPP, RN)
 
 
 @triton.jit
@@ -177,6 +180,8 @@ def _clahe_apply_kernel(
     x_img = x_ptr + n * stride_n
     out_img = out_ptr + n * (6 if SIX else 3) * plane
     lut_img = lut_ptr + n * 3 * N_TILES * 256
+    inv_tw = tl.cast(INV_TW, tl.float32)  # float64 under torch.compile (see the LUT kernel)
+    inv_th = tl.cast(INV_TH, tl.float32)
     for k in range(0, BLOCKS_PER_PROG):
         idx = (tl.program_id(1) * BLOCKS_PER_PROG + k) * BLOCK + tl.arange(0, BLOCK)
         m = idx < plane
@@ -188,11 +193,11 @@ def _clahe_apply_kernel(
         b = tl.load(src + 2 * stride_c, mask=m, other=0).to(tl.int32)
         out = out_img + idx
         if SIX:
-            txf = _mul(x.to(tl.float32), INV_TW, RN) - 0.5
+            txf = _mul(x.to(tl.float32), inv_tw, RN) - 0.5
             tx1 = tl.floor(txf).to(tl.int32)
             xa = txf - tx1.to(tl.float32)
             xa1 = 1.0 - xa
-            tyf = _mul(y.to(tl.float32), INV_TH, RN) - 0.5
+            tyf = _mul(y.to(tl.float32), inv_th, RN) - 0.5
             ty1 = tl.floor(tyf).to(tl.int32)
             ya = tyf - ty1.to(tl.float32)
             ya1 = 1.0 - ya
