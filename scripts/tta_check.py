@@ -4,7 +4,7 @@ Scores binary PQ (CoNiC rules, hvx.metrics) of the bundle's own post-processing
 on the heads as they are, averaged over 4 flips, and over 8 (flips and
 transposes), each also with the foreground probability fused with the type
 head's 1 - p(background). The model card's "Test-time augmentation" figures
-come from this script (2026-11-28, the default model: 0.3457 / 0.3487 / 0.3497).
+come from this script (2026-11-28, the previous default model: 0.3457 / 0.3487 / 0.3497).
 
     .venv/bin/python scripts/tta_check.py engine/models/default --data ../shared/data/consep
 """
