@@ -1,6 +1,6 @@
 """Pack training runs (bundles, logs) into a few files small enough to bring back.
 
-Usage: python scripts/pack_runs.py RUNS DEST [--budget-mb 45] [--part-mb 15.5]
+Usage: python scripts/pack_runs.py RUNS DEST [--budget-mb 45] [--part-mb 15.9]
 
 For each run folder under RUNS (an ``hvx-train --out`` folder, with its console
 output beside it as ``RUNS/<name>.log``): reads the best validation PQ from
@@ -63,13 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", type=Path)
     p.add_argument("dest", type=Path)
     p.add_argument("--budget-mb", type=float, default=45.0)
-    p.add_argument("--part-mb", type=float, default=15.5)
+    p.add_argument("--part-mb", type=float, default=15.9)
+    p.add_argument("--no-half", action="store_true", help="pack the float32 bundles as they are")
     args = p.parse_args(argv)
     runs = sorted(d for d in args.runs.iterdir() if d.is_dir())
     best = {r.name: best_validation(r) for r in runs}
     runs.sort(key=lambda r: -(best[r.name] or {"pq": -1.0})["pq"])
-    with ThreadPoolExecutor(len(runs) or 1) as pool:
-        shipped = dict(zip(runs, pool.map(ship_half, runs), strict=True))
+    if args.no_half:
+        shipped = {
+            r: (r / "bundle", "float32") if (r / "bundle").is_dir() else (None, "no bundle")
+            for r in runs
+        }
+    else:
+        with ThreadPoolExecutor(len(runs) or 1) as pool:
+            shipped = dict(zip(runs, pool.map(ship_half, runs), strict=True))
     summary, used = {}, 0.0
     args.dest.mkdir(parents=True, exist_ok=True)
     tar_path = args.runs / "train.tar"
