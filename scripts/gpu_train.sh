@@ -4,7 +4,7 @@
 #   bash scripts/gpu_train.sh start DEST   # launch the runs in the background, return at once
 #   bash scripts/gpu_train.sh finish DEST  # wait for them, pack bundles + logs into DEST
 #
-# Three runs share the GPU (and the machine's cores for their DataLoader workers),
+# Up to three runs share the GPU (and the machine's cores for their DataLoader workers),
 # each stopped by --max-minutes ($HVX_GPU_TRAIN_MINUTES, default 4) with a bundle
 # of its best validation epoch; optim.budget_decay lowers the learning rate x0.1
 # at 75% of the budget, since the epochs a GPU gets through in that time are not
@@ -16,8 +16,11 @@
 #            in the package; bfloat16 autocast; 40x CoNSeP.
 #   pico     the cpu recipe's architecture family one size up
 #            (fast_hr_convnext_pico), from scratch, whole 256 tiles, batch 16.
-#   atto-ft  the shipped default (fast_hr_convnext_atto) fine-tuned with ~10x
-#            the steps the CPU could give it, whole 256 tiles, batch 16.
+#   atto-ft  the shipped default (fast_hr_convnext_atto) fine-tuned, whole 256
+#            tiles, batch 16 (how the current default was made, 2026-11-28).
+# The 2026-11-28 session (docs/model-card.md): atto-ft and pico plateau near the
+# CPU models; paper was still rising after 306 steps on a shared GPU, so the next
+# session should give it the GPU alone: HVX_GPU_TRAIN_RUNS=paper.
 # `finish` stores each bundle float16 (scripts/ship_default_model.py and its
 # parity check on the sample tiles; float32 when that refuses), best run first,
 # while they fit in 46.5 MB, and splits the archive into train.tar.part-* files
@@ -33,6 +36,8 @@ MIN=${HVX_GPU_TRAIN_MINUTES:-4}
 DATA=${HVX_CONSEP_DIR:?HVX_CONSEP_DIR must name the CoNSeP folder}
 DEVICE=${HVX_GPU_TRAIN_DEVICE:-cuda}
 # HVX_GPU_TRAIN_EXTRA: more "--set k=v" for every run (a CPU smoke test shrinks them)
+# HVX_GPU_TRAIN_RUNS: which runs (default all three); 14 DataLoader workers shared
+RUNS_WANTED=${HVX_GPU_TRAIN_RUNS:-paper pico atto-ft}
 
 launch() { # launch NAME WORKERS ARGS...
     local name=$1 workers=$2
@@ -49,7 +54,7 @@ launch() { # launch NAME WORKERS ARGS...
 
 start() {
     # DataLoader workers pass batches through shared memory: check it holds some.
-    local w_paper=3 w_pico=6 w_ft=5
+    local workers=$((14 / $(wc -w <<<"$RUNS_WANTED")))
     if ! timeout 60 "$PY" - <<'EOF'; then
 import torch, torch.utils.data as tud
 class D(tud.Dataset):
@@ -59,7 +64,7 @@ for b in tud.DataLoader(D(), batch_size=4, num_workers=2): pass
 print("DataLoader workers: ok")
 EOF
         echo "DataLoader workers failed: training in the main processes (slower)"
-        w_paper=0 w_pico=0 w_ft=0
+        workers=0
     fi
     # The training input comes from the Triton kernels on CUDA: if they differ from
     # numba's on real tiles (or fail), train on numba's (on the CPU) instead.
@@ -78,23 +83,38 @@ EOF
         echo "Triton preprocessing failed or differs: training with --preprocess-impl numba"
         IMPL=numba
     fi
-    launch paper "$w_paper" --config paper --set model.variant=convnext_atto \
-        --set data.mpp=0.25 --set preprocess.tile_size=32 --set data.crop_size=256 \
-        --set batch_size=16 --set optim.lr=1e-3 --set data.epoch_repeats=2 \
-        --set amp=true --set amp_dtype=bfloat16
-    launch pico "$w_pico" --config cpu --set model.variant=fast_hr_convnext_pico \
-        --set data.crop_size=256 --set batch_size=16 --set optim.lr=1e-3 \
-        --set data.epoch_repeats=8 --set ckpt_every_steps=0
-    launch atto-ft "$w_ft" --config cpu --set model.finetune_from=engine/models/default \
-        --set data.crop_size=256 --set batch_size=16 --set optim.lr=4e-4 \
-        --set loss.np_ce=2.0 --set loss.np_dice=2.0 \
-        --set data.epoch_repeats=8 --set ckpt_every_steps=0
+    local name
+    for name in $RUNS_WANTED; do
+        case $name in
+        paper)
+            launch paper "$workers" --config paper --set model.variant=convnext_atto \
+                --set data.mpp=0.25 --set preprocess.tile_size=32 --set data.crop_size=256 \
+                --set batch_size=16 --set optim.lr=1e-3 --set data.epoch_repeats=2 \
+                --set amp=true --set amp_dtype=bfloat16
+            ;;
+        pico)
+            launch pico "$workers" --config cpu --set model.variant=fast_hr_convnext_pico \
+                --set data.crop_size=256 --set batch_size=16 --set optim.lr=1e-3 \
+                --set data.epoch_repeats=8 --set ckpt_every_steps=0
+            ;;
+        atto-ft)
+            launch atto-ft "$workers" --config cpu --set model.finetune_from=engine/models/default \
+                --set data.crop_size=256 --set batch_size=16 --set optim.lr=4e-4 \
+                --set loss.np_ce=2.0 --set loss.np_dice=2.0 \
+                --set data.epoch_repeats=8 --set ckpt_every_steps=0
+            ;;
+        *)
+            echo "HVX_GPU_TRAIN_RUNS: unknown run '$name' (expected paper, pico, atto-ft)" >&2
+            return 2
+            ;;
+        esac
+    done
 }
 
 finish() {
     local name pid waited=0 limit
     limit=$(awk -v m="$MIN" 'BEGIN { print int(m * 60 + 150) }')
-    for name in paper pico atto-ft; do
+    for name in $RUNS_WANTED; do
         pid=$(cat "$RUNS/$name.pid" 2>/dev/null) || continue
         while kill -0 "$pid" 2>/dev/null && ((waited < limit)); do
             sleep 2
