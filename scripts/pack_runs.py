@@ -15,6 +15,7 @@ device tool returns files up to 16 MiB). Rejoin with ``cat train.tar.part-* | ta
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -83,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     with tarfile.open(tar_path, "w") as tar:
         for run in runs:
             bundle, how = shipped[run]
-            taken = False
-            if bundle is not None and used + _size_mb(bundle) <= args.budget_mb:
+            size = _size_mb(bundle) if bundle is not None else 0.0
+            taken = bundle is not None and used + size <= args.budget_mb
+            if taken:
                 tar.add(bundle, arcname=f"{run.name}/bundle")
-                used += _size_mb(bundle)
-                taken = True
+                used += size
             for name in ("log.jsonl", "config.yaml", "ship.log"):
                 if (run / name).is_file():
                     tar.add(run / name, arcname=f"{run.name}/{name}")
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         blob = json.dumps(summary, indent=1).encode()
         info = tarfile.TarInfo("summary.json")
         info.size = len(blob)
-        tar.addfile(info, __import__("io").BytesIO(blob))
+        tar.addfile(info, io.BytesIO(blob))
     print(json.dumps(summary, indent=1))
     part = int(args.part_mb * 1e6)
     data = tar_path.read_bytes()

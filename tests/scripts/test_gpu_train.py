@@ -56,19 +56,15 @@ def test_one_run_trains_stops_and_comes_back_packed(consep_dir, tmp_path):
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         names = set(tar.getnames())
         summary = json.load(tar.extractfile("summary.json"))
+        ship_log = tar.extractfile("atto-ft/ship.log").read().decode()
     assert {"atto-ft/bundle/model.json", "atto-ft/log.jsonl", "atto-ft/console.log"} <= names
     # float16 when ship_default_model's parity check passes, else the float32 bundle
     assert summary["atto-ft"]["bundle"] in (
         "float16",
         "float32 (float16 refused or failed: ship.log)",
     )
-    assert "PQ vs fp32" in tar_text(blob, "atto-ft/ship.log")
+    assert "PQ vs fp32" in ship_log
     assert summary["atto-ft"]["best_validation"]["tiles"] == 4
-
-
-def tar_text(blob: bytes, name: str) -> str:
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        return tar.extractfile(name).read().decode()
 
 
 def test_an_unknown_run_is_refused(consep_dir, tmp_path):
