@@ -79,14 +79,20 @@ int64_t reflect101(int64_t p, int64_t n) {
   return p;
 }
 
+// A marker run's piece on a foreground run: the component it names.
+struct MarkerPiece {
+  int32_t y, x0, x1, comp, label;
+};
+
 struct Workspace {
   std::vector<uint8_t> fg, marker, mask_p;
-  std::vector<double> sh, sv, g, dist_p;
+  std::vector<double> sh, sv, g, gx, dist_p;
   std::vector<int32_t> lab_p, first, span;
   std::vector<uint64_t> mbits;    // markers, bit rows
   std::vector<LabelRun> mruns;    // marker runs and labels
   std::vector<uint8_t> multi;
   std::vector<FgRun> runs;  // foreground runs and their components
+  std::vector<MarkerPiece> pieces;
   int32_t ncomp = 0;
   std::vector<uint32_t> in_mask;
   std::vector<int64_t> counts, cstart, cfront, cback;
@@ -119,7 +125,8 @@ void resize(std::vector<T>& v, int64_t n) {
 // What the fused foreground pass needs. It runs over each row's foreground
 // span (first to last foreground pixel, vectorised with a select), so g and the
 // markers are 0 off the foreground and the relief is right wherever the flood
-// reads it. g lives in a ring of three rows (the blur's reach), not a map.
+// reads it. g lives in one row; its blur along x (the blur's row pass) in a
+// ring of three rows (the blur's reach), not a map.
 struct EnergyArgs {
   const double* sh;  // Sobel maps (H x W)
   const double* sv;
@@ -128,7 +135,8 @@ struct EnergyArgs {
   double ah, bh, av, bv;  // min-max normalisation of sh / sv
   double thr;
   int64_t H, W, Wp;
-  double* g;          // ring of 3 rows of W: row y of (1 - overall) * fg in slot y % 3
+  double* g;          // W + 4: g of the current row at g[2 ..], 2 zeros each side
+  double* gx;         // ring of 3 rows of W: g of row y blurred along x, in slot y % 3
   uint8_t* marker;    // (H x W) fg & overall < thr
   double* dist;       // padded (H + 2) x (W + 2): -GaussianBlur(g) on the foreground
 };
@@ -141,7 +149,7 @@ HVX_PP_INLINE void energy_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
   const double* sh = a.sh + o;
   const double* sv = a.sv + o;
   const uint8_t* fg = a.fg + o;
-  double* g = a.g + y % 3 * a.W;
+  double* g = a.g + 2;
   uint8_t* mk = a.marker + o;
   const double ah = a.ah, bh = a.bh, av = a.av, bv = a.bv, thr = a.thr;
   for (int64_t x = x0; x < x1; ++x) {  // branch-free: vectorises
@@ -156,39 +164,43 @@ HVX_PP_INLINE void energy_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
   }
 }
 
-// Relief on [x0, x1) of row y (needs g rows y - 1 .. y + 1): dist =
-// -GaussianBlur(g) with OpenCV's order, BORDER_REFLECT_101.
+// Relief on [x0, x1) of row y (needs the blurred rows y - 1 .. y + 1): dist =
+// -GaussianBlur(g) with OpenCV's order (row pass, then 0.5 c + 0.25 (d + u)),
+// BORDER_REFLECT_101.
 HVX_PP_INLINE void relief_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_t x1) {
   const int64_t H = a.H, W = a.W;
-  const double* gu = a.g + reflect101(y - 1, H) % 3 * W;
-  const double* gc = a.g + y % 3 * W;
-  const double* gd = a.g + reflect101(y + 1, H) % 3 * W;
+  const double* hu = a.gx + reflect101(y - 1, H) % 3 * W;
+  const double* hc = a.gx + y % 3 * W;
+  const double* hd = a.gx + reflect101(y + 1, H) % 3 * W;
   double* d = a.dist + (y + 1) * a.Wp + 1;
-  auto at = [&](int64_t x) {
-    const int64_t xm = reflect101(x - 1, W), xp = reflect101(x + 1, W);
-    const double ru = 0.25 * gu[xm] + 0.5 * gu[x] + 0.25 * gu[xp];
-    const double rc = 0.25 * gc[xm] + 0.5 * gc[x] + 0.25 * gc[xp];
-    const double rd = 0.25 * gd[xm] + 0.5 * gd[x] + 0.25 * gd[xp];
-    return -((0.5 * rc + 0.0) + 0.25 * (rd + ru));
-  };
-  const int64_t lo = std::max<int64_t>(x0, 1), hi = std::min<int64_t>(x1, W - 1);
-  if (x0 == 0) d[0] = at(0);
-  for (int64_t x = lo; x < hi; ++x) {  // products are exact: FMA cannot change it
-    const double ru = 0.25 * gu[x - 1] + 0.5 * gu[x] + 0.25 * gu[x + 1];
-    const double rc = 0.25 * gc[x - 1] + 0.5 * gc[x] + 0.25 * gc[x + 1];
-    const double rd = 0.25 * gd[x - 1] + 0.5 * gd[x] + 0.25 * gd[x + 1];
-    d[x] = -((0.5 * rc + 0.0) + 0.25 * (rd + ru));
-  }
-  if (x1 == W && W > 1) d[W - 1] = at(W - 1);
+  for (int64_t x = x0; x < x1; ++x) d[x] = -((0.5 * hc[x] + 0.0) + 0.25 * (hd[x] + hu[x]));
 }
 
-// Row y of g into its ring slot: 0 off the span.
+// Row y of g (0 off the span), then its row pass 0.25 g[x - 1] + 0.5 g[x] +
+// 0.25 g[x + 1] (products exact: FMA cannot change it) into its ring slot,
+// computed on the span +- 1 and 0 elsewhere (where g's three taps are all 0).
 HVX_PP_INLINE void g_row(const EnergyArgs& a, int64_t y) {
+  const int64_t W = a.W;
   const int32_t x0 = a.span[2 * y], x1 = a.span[2 * y + 1];
-  double* g = a.g + y % 3 * a.W;
-  std::memset(g, 0, static_cast<size_t>(x0) * sizeof(double));
-  std::memset(g + x1, 0, static_cast<size_t>(a.W - x1) * sizeof(double));
-  if (x0 < x1) energy_run(a, y, x0, x1);
+  double* h = a.gx + y % 3 * W;
+  if (x0 == x1) {
+    std::memset(h, 0, static_cast<size_t>(W) * sizeof(double));
+    return;
+  }
+  double* g = a.g + 2;  // g[-2 .. W + 2)
+  g[x0 - 2] = g[x0 - 1] = 0.0, g[x1] = g[x1 + 1] = 0.0;
+  energy_run(a, y, x0, x1);
+  const int64_t lo = std::max<int64_t>(x0 - 1, 0), hi = std::min<int64_t>(x1 + 1, W);
+  std::memset(h, 0, static_cast<size_t>(lo) * sizeof(double));
+  std::memset(h + hi, 0, static_cast<size_t>(W - hi) * sizeof(double));
+  for (int64_t x = lo; x < hi; ++x) h[x] = 0.25 * g[x - 1] + 0.5 * g[x] + 0.25 * g[x + 1];
+  if (W == 1) {
+    h[0] = 0.25 * g[0] + 0.5 * g[0] + 0.25 * g[0];
+    return;
+  }
+  // BORDER_REFLECT_101: g[-1] is g[1], g[W] is g[W - 2]
+  if (lo == 0) h[0] = 0.25 * g[1] + 0.5 * g[0] + 0.25 * g[1];
+  if (hi == W) h[W - 1] = 0.25 * g[W - 2] + 0.5 * g[W - 1] + 0.25 * g[W - 2];
 }
 
 HVX_PP_INLINE void energy_relief_body(const EnergyArgs& a) {
@@ -279,7 +291,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   // One pass: gradient energy, markers, g = (1 - overall) * fg and the padded
   // relief -GaussianBlur(g) and mask for the flood.
   const int64_t Hp = H + 2, Wp = W + 2, np_ = Hp * Wp;
-  resize(ws.g, 3 * W), resize(ws.marker, n);
+  resize(ws.g, W + 4), resize(ws.gx, 3 * W), resize(ws.marker, n);
   resize(ws.dist_p, np_), resize(ws.mask_p, np_), resize(ws.lab_p, np_);
   EnergyArgs ea;
   ea.sh = ws.sh.data(), ea.sv = ws.sv.data();
@@ -296,7 +308,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   minmax_scale_shift(lo_v[0], lo_v[1], &ea.av, &ea.bv);
   ea.thr = p.marker_threshold;
   ea.H = H, ea.W = W, ea.Wp = Wp;
-  ea.g = ws.g.data(), ea.marker = ws.marker.data();
+  ea.g = ws.g.data(), ea.gx = ws.gx.data(), ea.marker = ws.marker.data();
   ea.dist = ws.dist_p.data();
   uint8_t* mask = ws.mask_p.data();
   int32_t* lp = ws.lab_p.data();
@@ -335,19 +347,21 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     }
   };
   // lp is all 0 here: kept so between calls (cleared again if a call threw
-  // after painting, e.g. out of memory). Paint the markers where they meet
-  // the foreground by walking marker runs and foreground runs together; each
-  // painted piece names its component, which gives the components' labels.
-  // The flood never leaves a 4-connected foreground component: one with a
-  // single marker label is that label throughout, one without markers stays 0,
-  // and only components with two or more labels are flooded.
+  // after painting, e.g. out of memory). Walk the marker runs and the
+  // foreground runs together: each piece of a marker on the foreground names
+  // its component, which gives the components' labels. The flood never leaves
+  // a 4-connected foreground component: one with a single marker label is that
+  // label throughout (painted straight into out), one without markers stays
+  // 0, and only components with two or more labels are flooded, in lp.
   if (ws.lab_dirty) std::fill(ws.lab_p.begin(), ws.lab_p.end(), 0);
   ws.lab_dirty = true;
   const int32_t nc = ws.ncomp;
   std::vector<int32_t>& first = ws.first;
   std::vector<uint8_t>& multi = ws.multi;
+  std::vector<MarkerPiece>& pieces = ws.pieces;
   first.assign(static_cast<size_t>(nc), 0);
   multi.assign(static_cast<size_t>(nc), 0);
+  pieces.clear();
   {
     const FgRun* fr = ws.runs.data();
     const size_t nf = ws.runs.size();
@@ -355,14 +369,20 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     for (const LabelRun& r : ws.mruns) {
       if (ws.counts[r.label] < p.min_object_size) continue;
       while (i < nf && (fr[i].y < r.y || (fr[i].y == r.y && fr[i].x1 <= r.x0))) ++i;
-      int32_t* lo = lp + (r.y + 1) * Wp + 1;
       for (size_t j = i; j < nf && fr[j].y == r.y && fr[j].x0 < r.x1; ++j) {
         const int32_t a = std::max(r.x0, fr[j].x0), b = std::min(r.x1, fr[j].x1);
-        std::fill(lo + a, lo + b, r.label);
+        pieces.push_back({r.y, a, b, fr[j].comp, r.label});
         int32_t& f = first[fr[j].comp];
         if (!f) f = r.label;
         multi[fr[j].comp] |= static_cast<uint8_t>(f != r.label);
       }
+    }
+  }
+  std::fill(out, out + n, 0);
+  for (const MarkerPiece& q : pieces) {
+    if (multi[q.comp]) {
+      int32_t* lo = lp + (q.y + 1) * Wp + 1;
+      std::fill(lo + q.x0, lo + q.x1, q.label);
     }
   }
   // The queue of each flooded component (raster order in each): its
@@ -373,12 +393,10 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   std::vector<int64_t>& cstart = ws.cstart;
   cstart.assign(static_cast<size_t>(nc) + 1, 0);
   for (const FgRun& r : ws.runs) {
-    const int64_t base = (r.y + 1) * Wp + 1;
     if (multi[r.comp]) {
       cstart[r.comp + 1] += r.x1 - r.x0;
-    } else {
-      std::fill(lp + base + r.x0, lp + base + r.x1, first[r.comp]);
-      std::memset(mask + base + r.x0, 0, static_cast<size_t>(r.x1 - r.x0));
+    } else if (first[r.comp]) {
+      std::fill(out + r.y * W + r.x0, out + r.y * W + r.x1, first[r.comp]);
     }
   }
   for (int32_t c = 0; c < nc; ++c) cstart[c + 1] += cstart[c];
@@ -427,16 +445,14 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     watershed_exact(ws.dist_p.data(), mask, lp, Hp, Wp);
   }
   PP_STAGE(8, "watershed");
-  // Labels are only ever on the foreground, inside each row's span: copy the
-  // spans out and clear them, which leaves lp all 0 for the next call.
-  for (int64_t y = 0; y < H; ++y) {
-    const int32_t a = span[2 * y], b = span[2 * y + 1];
-    int32_t* o = out + y * W;
-    int32_t* lo = lp + (y + 1) * Wp + 1;
-    std::memset(o, 0, static_cast<size_t>(a) * sizeof(int32_t));
-    std::memcpy(o + a, lo + a, static_cast<size_t>(b - a) * sizeof(int32_t));
-    std::memset(lo + a, 0, static_cast<size_t>(b - a) * sizeof(int32_t));
-    std::memset(o + b, 0, static_cast<size_t>(W - b) * sizeof(int32_t));
+  // The flooded labels (every component's after the fallback) into out; lp is
+  // cleared where it was written, which leaves it all 0 for the next call.
+  for (const FgRun& r : ws.runs) {
+    if (fast && !multi[r.comp]) continue;
+    int32_t* lo = lp + (r.y + 1) * Wp + 1;
+    const size_t bytes = static_cast<size_t>(r.x1 - r.x0) * sizeof(int32_t);
+    std::memcpy(out + r.y * W + r.x0, lo + r.x0, bytes);
+    std::memset(lo + r.x0, 0, bytes);
   }
   ws.lab_dirty = false;
   PP_STAGE(9, "copy-out");
