@@ -15,10 +15,12 @@
 // of (value, age) and any exact priority queue gives scikit-image's result. The
 // fast queue ranks the in-mask values once (radix sort) and keeps one FIFO per
 // rank (FIFO order = age order, markers first); thanks to the clamp the lowest
-// non-empty rank never decreases, so a forward cursor finds it. With a tie
-// among active markers the flood runs with a heap identical to scikit-image's
-// (same sift-up / sift-down, every marker pushed in raster order), whose
-// layout decides such ties.
+// non-empty rank never decreases, so a forward cursor finds it. When all the
+// queued values are distinct the ranks are the sorted pixels themselves and
+// the lists go (RankQueue::flood_distinct). With a tie among active markers
+// the flood runs with a heap identical to scikit-image's (same sift-up /
+// sift-down, every marker pushed in raster order), whose layout decides such
+// ties.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -137,6 +139,7 @@ class RankQueue {
     pix_.insert(pix_.end(), seeds, seeds + nseeds);
     const size_t m = pix_.size();
     sort_by_value(img);
+    if (distinct_keys()) return flood_distinct(img, lab, mask, Wp);
     if (rank_.size() < static_cast<size_t>(n)) rank_.resize(static_cast<size_t>(n));
     if (next_.size() < static_cast<size_t>(n)) next_.resize(static_cast<size_t>(n));
     uint32_t R = 0;
@@ -184,6 +187,48 @@ class RankQueue {
   }
 
  private:
+  bool distinct_keys() const {
+    const uint64_t* k = keys_.data();
+    const size_t m = keys_.size();
+    bool same = false;
+    for (size_t j = 1; j < m; ++j) same |= k[j] == k[j - 1];  // branch-free
+    return !same;
+  }
+  // The flood when every queued value is distinct (the usual case): each level
+  // of the rank queue then holds its own pixel, pushed when it was reached
+  // (labelled) before the cursor got there, followed by the pixels reached
+  // while it is processed whose values are lower (clamped to the level's value,
+  // first in first out; all of them take that pixel's label). So the levels
+  // are the sorted pixels themselves: a reached one is processed with a FIFO
+  // of such pixels; one not yet reached is reached later below its value and
+  // processed then. No ranks, no lists.
+  bool flood_distinct(const double* img, int32_t* lab, uint8_t* mask, int64_t Wp) {
+    const size_t m = order_.size();
+    if (fifo_.size() < m) fifo_.resize(m);
+    uint32_t* fifo = fifo_.data();
+    const uint32_t* order = order_.data();
+    const int64_t off[4] = {-Wp, -1, 1, Wp};
+    for (size_t cur = 0; cur < m; ++cur) {
+      uint32_t p = order[cur];
+      if (!lab[p]) continue;
+      const double v = img[p];
+      size_t head = 0, tail = 0;
+      for (;;) {
+        const int32_t l = lab[p];
+        for (int k = 0; k < 4; ++k) {
+          const int64_t q = p + off[k];
+          if (!mask[q]) continue;  // out of the mask, or labelled
+          mask[q] = 0;
+          lab[q] = l;
+          // below the level: clamped to it, this level's FIFO; above: its own level
+          if (img[q] < v) fifo[tail++] = static_cast<uint32_t>(q);
+        }
+        if (head == tail) break;
+        p = fifo[head++];
+      }
+    }
+    return true;
+  }
   void push(uint32_t q, uint32_t r) {
     next_[q] = -1;
     if (head_[r] >= 0) {
@@ -272,6 +317,7 @@ class RankQueue {
   std::vector<uint32_t> pix_, order_, tmpo_, rank_, hist_;
   std::vector<uint64_t> keys_, tmpk_;
   std::vector<int32_t> head_, tail_, next_;
+  std::vector<uint32_t> fifo_;
 };
 
 }  // namespace

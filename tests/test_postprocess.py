@@ -175,6 +175,21 @@ def test_watershed_matches_skimage_with_blob_markers_and_ties(seed):
         np.testing.assert_array_equal(_native._pp_watershed(img, markers, mask, exact), ref)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_watershed_matches_skimage_with_blob_markers_distinct_values(seed):
+    """Continuous relief (every value distinct: the flood without rank lists),
+    blob markers of several labels, a mask of several components."""
+    rng = np.random.default_rng(300 + seed)
+    h, w = (int(v) for v in rng.integers(20, 90, 2))
+    img = cv2.GaussianBlur(rng.random((h, w)), (0, 0), 1.0 + seed)
+    mask = (cv2.GaussianBlur(rng.random((h, w)), (0, 0), 3.0) > 0.45).astype(np.uint8)
+    markers = ndi.label((img <= np.quantile(img, 0.15)) & (mask > 0))[0].astype(np.int32)
+    assert len(np.unique(img[mask > 0])) == int((mask > 0).sum())
+    ref = watershed(img, markers=markers, mask=mask.astype(bool))
+    for exact in (False, True):
+        np.testing.assert_array_equal(_native._pp_watershed(img, markers, mask, exact), ref)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_pipeline_matches_reference_with_quantised_maps(seed):
     """Coarsely quantised head outputs: many exact ties in the relief (seeds of
