@@ -89,6 +89,7 @@ struct Workspace {
   std::vector<double> sh, sv, g, gx, dist_p;
   std::vector<int32_t> lab_p, first, span;
   std::vector<uint64_t> mbits;    // markers, bit rows
+  std::vector<uint64_t> fgbits;   // foreground before small-object removal, bit rows
   std::vector<LabelRun> mruns;    // marker runs and labels
   std::vector<uint8_t> multi;
   std::vector<FgRun> runs;  // foreground runs and their components
@@ -113,6 +114,7 @@ void resize(std::vector<T>& v, int64_t n) {
 #define HVX_PP_X86 1
 #define HVX_PP_AVX2 __attribute__((target("avx2,fma")))
 #define HVX_PP_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#include <immintrin.h>
 #else
 #define HVX_PP_X86 0
 #endif
@@ -242,6 +244,30 @@ HVX_PP_INLINE bool threshold_body(const float* np, int64_t n, float thr, uint8_t
 HVX_PP_AVX512 bool threshold_avx512(const float* np, int64_t n, float thr, uint8_t* fg) {
   return threshold_body(np, n, thr, fg);
 }
+// The same plus the foreground as bit rows (bit_words(W) words per row), from
+// the compare masks: the runs are then found a word at a time.
+HVX_PP_AVX512 bool threshold_bits_avx512(const float* np, int64_t H, int64_t W, float thr,
+                                         uint8_t* fg, uint64_t* bits) {
+  const int64_t words = bit_words(W);
+  const __m512 t = _mm512_set1_ps(thr);
+  bool ok = true;
+  for (int64_t y = 0; y < H; ++y) {
+    const float* row = np + y * W;
+    ok &= threshold_body(row, W, thr, fg + y * W);
+    uint64_t* b = bits + y * words;
+    for (int64_t k = 0; k < words; ++k) {
+      uint64_t w = 0;
+      for (int64_t i = 0; i < 64 && 64 * k + i < W; i += 16) {
+        const int64_t x = 64 * k + i, left = W - x;
+        const __mmask16 lm = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(lm, row + x);
+        w |= static_cast<uint64_t>(_mm512_mask_cmp_ps_mask(lm, v, t, _CMP_GE_OQ)) << i;
+      }
+      b[k] = w;
+    }
+  }
+  return ok;
+}
 HVX_PP_AVX2 bool threshold_avx2(const float* np, int64_t n, float thr, uint8_t* fg) {
   return threshold_body(np, n, thr, fg);
 }
@@ -266,12 +292,19 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   Workspace& ws = workspace();
   resize(ws.fg, n);
   uint8_t* fg = ws.fg.data();
-  if (!threshold(np, n, p.np_threshold, fg)) {
-    throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
+  uint64_t* fgbits = nullptr;
+#if HVX_PP_X86
+  if (isa_level() >= 2) {
+    resize(ws.fgbits, H * bit_words(W));
+    fgbits = ws.fgbits.data();
   }
+#endif
+  const bool finite = fgbits ? threshold_bits_avx512(np, H, W, p.np_threshold, fg, fgbits)
+                             : threshold(np, n, p.np_threshold, fg);
+  if (!finite) throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
   PP_STAGE(0, "threshold");
   static const char* const kHvBad = "hv: expected finite values, got NaN or inf";
-  if (remove_small4(fg, H, W, p.min_object_size, &ws.runs, &ws.ncomp) == 0) {
+  if (remove_small4(fg, H, W, p.min_object_size, &ws.runs, &ws.ncomp, fgbits) == 0) {
     if (!all_finite_f32(h, n) || !all_finite_f32(v, n)) throw std::invalid_argument(kHvBad);
     std::fill(out, out + n, 0);
     return;

@@ -107,8 +107,11 @@ int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
 struct FgRun {
   int32_t y, x0, x1, comp;
 };
+// `bits`: the same mask as bit rows (bit_words(W) words per row), when the
+// caller has it: its runs are found a word at a time.
 int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size,
-                      std::vector<FgRun>* kept = nullptr, int32_t* ncomp = nullptr);
+                      std::vector<FgRun>* kept = nullptr, int32_t* ncomp = nullptr,
+                      const uint64_t* bits = nullptr);
 // Bit-packed masks: H rows of bit_words(W) uint64, pixel x of a row is bit
 // x % 64 of word x / 64; bits past W are 0.
 inline int64_t bit_words(int64_t W) { return (W + 63) / 64; }

@@ -228,9 +228,13 @@ int32_t label4(const uint8_t* mask, int64_t H, int64_t W, int32_t* labels,
 }
 
 int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size,
-                      std::vector<FgRun>* kept, int32_t* ncomp) {
+                      std::vector<FgRun>* kept, int32_t* ncomp, const uint64_t* bits) {
   Runs& R = runs_ws();
-  R.build(mask, H, W, 1);
+  if (bits) {
+    R.build_bits(bits, H, W, bit_words(W), true);
+  } else {
+    R.build(mask, H, W, 1);
+  }
   const int32_t nr = static_cast<int32_t>(R.y.size());
   std::vector<int64_t>& size = scratch<std::vector<int64_t>, 1>();
   std::vector<int32_t>& comp = scratch<std::vector<int32_t>, 2>();
