@@ -114,6 +114,10 @@ void resize(std::vector<T>& v, int64_t n) {
 #define HVX_PP_X86 1
 #define HVX_PP_AVX2 __attribute__((target("avx2,fma")))
 #define HVX_PP_AVX512 __attribute__((target("avx512f,avx2,fma")))
+// GCC 12 warns about the undefined-vector idiom inside its own AVX-512 headers.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #else
 #define HVX_PP_X86 0
@@ -139,8 +143,13 @@ struct EnergyArgs {
   int64_t H, W, Wp;
   double* g;          // W + 4: g of the current row at g[2 ..], 2 zeros each side
   double* gx;         // ring of 3 rows of W: g of row y blurred along x, in slot y % 3
-  uint8_t* marker;    // (H x W) fg & overall < thr
+  uint8_t* marker;    // (H x W) fg & overall < thr (below AVX-512)
   double* dist;       // padded (H + 2) x (W + 2): -GaussianBlur(g) on the foreground
+  // AVX-512: the foreground and the markers as bit rows (words per row) instead
+  // of the byte maps fg / marker
+  const uint64_t* fgb = nullptr;
+  uint64_t* mbits = nullptr;
+  int64_t words = 0;
 };
 
 // Gradient energy on [x0, x1) of row y: overall = max(1 - norm(sh), 1 -
@@ -166,6 +175,37 @@ HVX_PP_INLINE void energy_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
   }
 }
 
+#if HVX_PP_X86
+// energy_run with explicit AVX-512, 8 pixels per step from x0 & ~7 (the
+// foreground bits are 0 off the span, so g and the markers are 0 there), the
+// markers written as bits. The same operations: the double FMA rounded to
+// float, max_ps(p, q) = p > q ? p : q, max_pd(0, ov) = ov < 0 ? 0 : ov.
+HVX_PP_AVX512 HVX_PP_INLINE void energy_run_bits(const EnergyArgs& a, int64_t y, int64_t x0,
+                                                 int64_t x1) {
+  const int64_t o = y * a.W, W = a.W;
+  const double* sh = a.sh + o;
+  const double* sv = a.sv + o;
+  const uint8_t* fb = reinterpret_cast<const uint8_t*>(a.fgb + y * a.words);
+  uint8_t* mb = reinterpret_cast<uint8_t*>(a.mbits + y * a.words);
+  double* g = a.g + 2;
+  const __m512d ah = _mm512_set1_pd(a.ah), bh = _mm512_set1_pd(a.bh);
+  const __m512d av = _mm512_set1_pd(a.av), bv = _mm512_set1_pd(a.bv);
+  const __m512d thr = _mm512_set1_pd(a.thr), one = _mm512_set1_pd(1.0);
+  const __m512d zero = _mm512_setzero_pd();
+  const __m256 onef = _mm256_set1_ps(1.0f);
+  for (int64_t x = x0 & ~int64_t{7}; x < x1; x += 8) {
+    const __mmask8 lm = x + 8 <= W ? __mmask8(0xff) : __mmask8((1u << (W - x)) - 1);
+    const __m512d s = _mm512_maskz_loadu_pd(lm, sh + x), t = _mm512_maskz_loadu_pd(lm, sv + x);
+    const __m256 p = _mm256_sub_ps(onef, _mm512_cvtpd_ps(_mm512_fmadd_pd(s, ah, bh)));
+    const __m256 q = _mm256_sub_ps(onef, _mm512_cvtpd_ps(_mm512_fmadd_pd(t, av, bv)));
+    const __m512d ov = _mm512_max_pd(zero, _mm512_cvtps_pd(_mm256_max_ps(p, q)));
+    const __mmask8 f = fb[x >> 3];
+    _mm512_mask_storeu_pd(g + x, lm, _mm512_maskz_sub_pd(f, one, ov));
+    mb[x >> 3] = static_cast<uint8_t>(f & _mm512_cmp_pd_mask(ov, thr, _CMP_LT_OQ));
+  }
+}
+#endif
+
 // Relief on [x0, x1) of row y (needs the blurred rows y - 1 .. y + 1): dist =
 // -GaussianBlur(g) with OpenCV's order (row pass, then 0.5 c + 0.25 (d + u)),
 // BORDER_REFLECT_101.
@@ -181,49 +221,68 @@ HVX_PP_INLINE void relief_run(const EnergyArgs& a, int64_t y, int64_t x0, int64_
 // Row y of g (0 off the span), then its row pass 0.25 g[x - 1] + 0.5 g[x] +
 // 0.25 g[x + 1] (products exact: FMA cannot change it) into its ring slot,
 // computed on the span +- 1 and 0 elsewhere (where g's three taps are all 0).
-HVX_PP_INLINE void g_row(const EnergyArgs& a, int64_t y) {
-  const int64_t W = a.W;
-  const int32_t x0 = a.span[2 * y], x1 = a.span[2 * y + 1];
-  double* h = a.gx + y % 3 * W;
-  if (x0 == x1) {
-    std::memset(h, 0, static_cast<size_t>(W) * sizeof(double));
-    return;
-  }
-  double* g = a.g + 2;  // g[-2 .. W + 2)
-  g[x0 - 2] = g[x0 - 1] = 0.0, g[x1] = g[x1 + 1] = 0.0;
-  energy_run(a, y, x0, x1);
-  const int64_t lo = std::max<int64_t>(x0 - 1, 0), hi = std::min<int64_t>(x1 + 1, W);
-  std::memset(h, 0, static_cast<size_t>(lo) * sizeof(double));
-  std::memset(h + hi, 0, static_cast<size_t>(W - hi) * sizeof(double));
-  for (int64_t x = lo; x < hi; ++x) h[x] = 0.25 * g[x - 1] + 0.5 * g[x] + 0.25 * g[x + 1];
-  if (W == 1) {
-    h[0] = 0.25 * g[0] + 0.5 * g[0] + 0.25 * g[0];
-    return;
-  }
-  // BORDER_REFLECT_101: g[-1] is g[1], g[W] is g[W - 2]
-  if (lo == 0) h[0] = 0.25 * g[1] + 0.5 * g[0] + 0.25 * g[1];
+// ENERGY: energy_run or energy_run_bits.
+#define HVX_G_ROW_BODY(ENERGY)                                                          \
+  const int64_t W = a.W;                                                                \
+  const int32_t x0 = a.span[2 * y], x1 = a.span[2 * y + 1];                             \
+  double* h = a.gx + y % 3 * W;                                                         \
+  if (x0 == x1) {                                                                       \
+    std::memset(h, 0, static_cast<size_t>(W) * sizeof(double));                         \
+    return;                                                                             \
+  }                                                                                     \
+  double* g = a.g + 2; /* g[-2 .. W + 2) */                                             \
+  g[x0 - 2] = g[x0 - 1] = 0.0, g[x1] = g[x1 + 1] = 0.0;                                 \
+  ENERGY(a, y, x0, x1);                                                                 \
+  const int64_t lo = std::max<int64_t>(x0 - 1, 0), hi = std::min<int64_t>(x1 + 1, W);  \
+  std::memset(h, 0, static_cast<size_t>(lo) * sizeof(double));                          \
+  std::memset(h + hi, 0, static_cast<size_t>(W - hi) * sizeof(double));                 \
+  for (int64_t x = lo; x < hi; ++x) h[x] = 0.25 * g[x - 1] + 0.5 * g[x] + 0.25 * g[x + 1]; \
+  if (W == 1) {                                                                         \
+    h[0] = 0.25 * g[0] + 0.5 * g[0] + 0.25 * g[0];                                      \
+    return;                                                                             \
+  }                                                                                     \
+  /* BORDER_REFLECT_101: g[-1] is g[1], g[W] is g[W - 2] */                             \
+  if (lo == 0) h[0] = 0.25 * g[1] + 0.5 * g[0] + 0.25 * g[1];                           \
   if (hi == W) h[W - 1] = 0.25 * g[W - 2] + 0.5 * g[W - 1] + 0.25 * g[W - 2];
-}
+
+// One pass over the rows: g and markers of row y + 1, relief of row y.
+#define HVX_ENERGY_RELIEF_BODY(G_ROW)                                                   \
+  G_ROW(a, 0); /* rows y - 1 and y are in the ring before row y + 1 */                  \
+  for (int64_t y = 0; y < a.H; ++y) {                                                   \
+    if (y + 1 < a.H) G_ROW(a, y + 1);                                                   \
+    if (a.span[2 * y] < a.span[2 * y + 1]) relief_run(a, y, a.span[2 * y], a.span[2 * y + 1]); \
+  }
+
+HVX_PP_INLINE void g_row(const EnergyArgs& a, int64_t y) { HVX_G_ROW_BODY(energy_run) }
 
 HVX_PP_INLINE void energy_relief_body(const EnergyArgs& a) {
   std::memset(a.marker, 0, static_cast<size_t>(a.H * a.W));
-  g_row(a, 0);  // rows y - 1 and y are in the ring before row y + 1
-  for (int64_t y = 0; y < a.H; ++y) {
-    if (y + 1 < a.H) g_row(a, y + 1);
-    if (a.span[2 * y] < a.span[2 * y + 1]) relief_run(a, y, a.span[2 * y], a.span[2 * y + 1]);
-  }
+  HVX_ENERGY_RELIEF_BODY(g_row)
 }
 
 #if HVX_PP_X86
-HVX_PP_AVX512 void energy_relief_avx512(const EnergyArgs& a) { energy_relief_body(a); }
+HVX_PP_AVX512 HVX_PP_INLINE void g_row_bits(const EnergyArgs& a, int64_t y) {
+  HVX_G_ROW_BODY(energy_run_bits)
+}
+// The markers as bit rows (a.mbits), the foreground read from bit rows (a.fgb).
+HVX_PP_AVX512 void energy_relief_bits_avx512(const EnergyArgs& a) {
+  std::memset(a.mbits, 0, static_cast<size_t>(a.H * a.words) * sizeof(uint64_t));
+  HVX_ENERGY_RELIEF_BODY(g_row_bits)
+}
+#endif
+#undef HVX_G_ROW_BODY
+#undef HVX_ENERGY_RELIEF_BODY
+
+#if HVX_PP_X86
 HVX_PP_AVX2 void energy_relief_avx2(const EnergyArgs& a) { energy_relief_body(a); }
 #endif
 void energy_relief_plain(const EnergyArgs& a) { energy_relief_body(a); }
 
+// With a.mbits (AVX-512 only) the markers come out as bit rows, else as bytes.
 void energy_relief(const EnergyArgs& a) {
 #if HVX_PP_X86
+  if (a.mbits) return energy_relief_bits_avx512(a);
   const int isa = isa_level();
-  if (isa >= 2) return energy_relief_avx512(a);
   if (isa >= 1) return energy_relief_avx2(a);
 #endif
   energy_relief_plain(a);
@@ -241,11 +300,9 @@ HVX_PP_INLINE bool threshold_body(const float* np, int64_t n, float thr, uint8_t
   return !bad;
 }
 #if HVX_PP_X86
-HVX_PP_AVX512 bool threshold_avx512(const float* np, int64_t n, float thr, uint8_t* fg) {
-  return threshold_body(np, n, thr, fg);
-}
-// The same plus the foreground as bit rows (bit_words(W) words per row), from
-// the compare masks: the runs are then found a word at a time.
+// AVX-512: threshold_body row by row, plus the foreground as bit rows
+// (bit_words(W) words per row) from the compare masks, from which the runs are
+// found a word at a time and the energy pass reads the foreground.
 HVX_PP_AVX512 bool threshold_bits_avx512(const float* np, int64_t H, int64_t W, float thr,
                                          uint8_t* fg, uint64_t* bits) {
   const int64_t words = bit_words(W);
@@ -272,10 +329,10 @@ HVX_PP_AVX2 bool threshold_avx2(const float* np, int64_t n, float thr, uint8_t* 
   return threshold_body(np, n, thr, fg);
 }
 #endif
+// The byte map alone (below AVX-512).
 bool threshold(const float* np, int64_t n, float thr, uint8_t* fg) {
 #if HVX_PP_X86
   const int isa = isa_level();
-  if (isa >= 2) return threshold_avx512(np, n, thr, fg);
   if (isa >= 1) return threshold_avx2(np, n, thr, fg);
 #endif
   return threshold_body(np, n, thr, fg);
@@ -352,14 +409,30 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   for (int64_t y = 0; y < H; ++y) {
     std::memcpy(mask + (y + 1) * Wp + 1, fg + y * W, static_cast<size_t>(W));
   }
+  const int64_t words = bit_words(W);
+  resize(ws.mbits, H * words);
+  uint64_t* mb = ws.mbits.data();
+#if HVX_PP_X86
+  if (fgbits) {
+    // AVX-512: the energy reads the (kept) foreground and writes the markers
+    // as bit rows; fgbits is rebuilt from the kept runs
+    std::memset(fgbits, 0, static_cast<size_t>(H * words) * sizeof(uint64_t));
+    for (const FgRun& r : ws.runs) {
+      uint64_t* row = fgbits + r.y * words;
+      for (int64_t x = r.x0; x < r.x1;) {
+        const int64_t k = x >> 6, b = x & 63, m = std::min<int64_t>(64 - b, r.x1 - x);
+        row[k] |= (m == 64 ? ~uint64_t{0} : ((uint64_t{1} << m) - 1)) << b;
+        x += m;
+      }
+    }
+    ea.fgb = fgbits, ea.mbits = mb, ea.words = words;
+  }
+#endif
   energy_relief(ea);
   PP_STAGE(3, "energy");
 
   // Markers on bit rows: hole filling, opening, labels as runs (raster order).
-  const int64_t words = bit_words(W);
-  resize(ws.mbits, H * words);
-  uint64_t* mb = ws.mbits.data();
-  pack_bits(ws.marker.data(), H, W, mb);
+  if (!ea.mbits) pack_bits(ws.marker.data(), H, W, mb);
   fill_holes_bits(mb, H, W);
   PP_STAGE(4, "fill_holes");
   open_ellipse_bits(mb, H, W, p.opening_ksize);
