@@ -374,10 +374,59 @@ void ellipse_pass_bits(const uint64_t* src, int64_t H, int64_t W, const std::vec
   }
 }
 
+// ellipse_pass_bits for the 5 x 5 ellipse (rows 00100 / 11111 x 3 / 00100, the
+// SPEC's opening), unrolled: per row its AND / OR over [x - 2, x + 2] (a word
+// and the two bits it needs from each neighbour word), then that of rows
+// y - 1 .. y + 1 with rows y - 2 and y + 2 themselves. The same result.
+template <bool ERODE>
+void ellipse5_pass_bits(const uint64_t* src, int64_t H, int64_t W, uint64_t* h2,
+                        uint64_t* dst) {
+  const int64_t words = bit_words(W);
+  const uint64_t fill = ERODE ? ~uint64_t{0} : 0;
+  const uint64_t tail = (W & 63) ? ((uint64_t{1} << (W & 63)) - 1) : ~uint64_t{0};
+  auto word = [&](const uint64_t* r, int64_t w) {  // outside the image: fill
+    if (w < 0 || w >= words) return fill;
+    return w == words - 1 ? (r[w] & tail) | (fill & ~tail) : r[w];
+  };
+  for (int64_t y = 0; y < H; ++y) {
+    const uint64_t* r = src + y * words;
+    uint64_t* o = h2 + y * words;
+    for (int64_t w = 0; w < words; ++w) {
+      const uint64_t a = word(r, w), prev = word(r, w - 1), next = word(r, w + 1);
+      const uint64_t l1 = (a << 1) | (prev >> 63), l2 = (a << 2) | (prev >> 62);
+      const uint64_t r1 = (a >> 1) | (next << 63), r2 = (a >> 2) | (next << 62);
+      o[w] = ERODE ? (a & l1 & l2 & r1 & r2) : (a | l1 | l2 | r1 | r2);
+    }
+  }
+  for (int64_t y = 0; y < H; ++y) {  // rows outside the image are skipped
+    uint64_t* o = dst + y * words;
+    const uint64_t* c = h2 + y * words;
+    for (int64_t w = 0; w < words; ++w) o[w] = c[w];
+    const uint64_t* rows[4] = {y >= 1 ? h2 + (y - 1) * words : nullptr,
+                               y + 1 < H ? h2 + (y + 1) * words : nullptr,
+                               y >= 2 ? src + (y - 2) * words : nullptr,
+                               y + 2 < H ? src + (y + 2) * words : nullptr};
+    for (const uint64_t* q : rows) {
+      if (!q) continue;
+      for (int64_t w = 0; w < words; ++w) o[w] = ERODE ? (o[w] & q[w]) : (o[w] | q[w]);
+    }
+    o[words - 1] &= tail;
+  }
+}
+
 }  // namespace
 
 void open_ellipse_bits(uint64_t* bits, int64_t H, int64_t W, int k) {
   if (k <= 1 || H <= 0 || W <= 0) return;
+  if (k == 5) {
+    const int64_t n = H * bit_words(W);
+    std::vector<uint64_t>& tmp = scratch<std::vector<uint64_t>, 6>();
+    std::vector<uint64_t>& h2 = scratch<std::vector<uint64_t>, 4>();
+    tmp.resize(static_cast<size_t>(n)), h2.resize(static_cast<size_t>(n));
+    ellipse5_pass_bits<true>(bits, H, W, h2.data(), tmp.data());
+    ellipse5_pass_bits<false>(tmp.data(), H, W, h2.data(), bits);
+    return;
+  }
   const std::vector<int> half = ellipse_rows(k);
   std::vector<uint64_t>& tmp = scratch<std::vector<uint64_t>, 6>();
   tmp.resize(static_cast<size_t>(H * bit_words(W)));
