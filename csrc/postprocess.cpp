@@ -306,11 +306,12 @@ HVX_PP_INLINE bool threshold_body(const float* np, int64_t n, float thr, uint8_t
 HVX_PP_AVX512 bool threshold_bits_avx512(const float* np, int64_t H, int64_t W, float thr,
                                          uint8_t* fg, uint64_t* bits) {
   const int64_t words = bit_words(W);
-  const __m512 t = _mm512_set1_ps(thr);
-  bool ok = true;
+  const __m512 t = _mm512_set1_ps(thr), zero = _mm512_setzero_ps();
+  const __m512i one = _mm512_set1_epi32(1);
+  __mmask16 bad = 0;
   for (int64_t y = 0; y < H; ++y) {
     const float* row = np + y * W;
-    ok &= threshold_body(row, W, thr, fg + y * W);
+    uint8_t* f = fg + y * W;
     uint64_t* b = bits + y * words;
     for (int64_t k = 0; k < words; ++k) {
       uint64_t w = 0;
@@ -318,12 +319,23 @@ HVX_PP_AVX512 bool threshold_bits_avx512(const float* np, int64_t H, int64_t W, 
         const int64_t x = 64 * k + i, left = W - x;
         const __mmask16 lm = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
         const __m512 v = _mm512_maskz_loadu_ps(lm, row + x);
-        w |= static_cast<uint64_t>(_mm512_mask_cmp_ps_mask(lm, v, t, _CMP_GE_OQ)) << i;
+        const __mmask16 on = _mm512_mask_cmp_ps_mask(lm, v, t, _CMP_GE_OQ);
+        // x - x is 0 for finite x, NaN for NaN / inf
+        bad |= _mm512_mask_cmp_ps_mask(lm, _mm512_sub_ps(v, v), zero, _CMP_NEQ_UQ);
+        w |= static_cast<uint64_t>(on) << i;
+        const __m128i bytes = _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(on, one));
+        if (left >= 16) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(f + x), bytes);
+        } else {
+          alignas(16) uint8_t tmp[16];
+          _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+          std::memcpy(f + x, tmp, static_cast<size_t>(left));
+        }
       }
       b[k] = w;
     }
   }
-  return ok;
+  return bad == 0;
 }
 HVX_PP_AVX2 bool threshold_avx2(const float* np, int64_t n, float thr, uint8_t* fg) {
   return threshold_body(np, n, thr, fg);
