@@ -89,7 +89,7 @@ struct Workspace {
   std::vector<double> sh, sv, g, gx, dist_p;
   std::vector<int32_t> lab_p, first, span;
   std::vector<uint64_t> mbits;    // markers, bit rows
-  std::vector<uint64_t> fgbits;   // foreground before small-object removal, bit rows
+  std::vector<uint64_t> fgbits;   // AVX-512: the foreground as bit rows (then the kept part)
   std::vector<LabelRun> mruns;    // marker runs and labels
   std::vector<uint8_t> multi;
   std::vector<FgRun> runs;  // foreground runs and their components
@@ -429,14 +429,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     // AVX-512: the energy reads the (kept) foreground and writes the markers
     // as bit rows; fgbits is rebuilt from the kept runs
     std::memset(fgbits, 0, static_cast<size_t>(H * words) * sizeof(uint64_t));
-    for (const FgRun& r : ws.runs) {
-      uint64_t* row = fgbits + r.y * words;
-      for (int64_t x = r.x0; x < r.x1;) {
-        const int64_t k = x >> 6, b = x & 63, m = std::min<int64_t>(64 - b, r.x1 - x);
-        row[k] |= (m == 64 ? ~uint64_t{0} : ((uint64_t{1} << m) - 1)) << b;
-        x += m;
-      }
-    }
+    for (const FgRun& r : ws.runs) set_bits(fgbits + r.y * words, r.x0, r.x1);
     ea.fgb = fgbits, ea.mbits = mb, ea.words = words;
   }
 #endif

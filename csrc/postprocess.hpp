@@ -115,6 +115,16 @@ int64_t remove_small4(uint8_t* mask, int64_t H, int64_t W, int64_t min_size,
 // Bit-packed masks: H rows of bit_words(W) uint64, pixel x of a row is bit
 // x % 64 of word x / 64; bits past W are 0.
 inline int64_t bit_words(int64_t W) { return (W + 63) / 64; }
+// Sets bits [x0, x1) of a bit row.
+inline void set_bits(uint64_t* row, int64_t x0, int64_t x1) {
+  while (x0 < x1) {
+    const int64_t k = x0 >> 6, b = x0 & 63;
+    const int64_t n = 64 - b < x1 - x0 ? 64 - b : x1 - x0;
+    const uint64_t ones = n == 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1);
+    row[k] |= ones << b;
+    x0 += n;
+  }
+}
 void pack_bits(const uint8_t* m, int64_t H, int64_t W, uint64_t* bits);  // nonzero -> 1
 void unpack_bits(const uint64_t* bits, int64_t H, int64_t W, uint8_t* m);
 // label4 as runs ([x0, x1) on row y, raster order) with their label; sizes[l] =

@@ -38,17 +38,6 @@ inline int64_t next_bit(const uint64_t* row, int64_t words, int64_t W, int64_t x
   return std::min<int64_t>(W, k * 64 + ctz64(w));
 }
 
-// Sets bits [x0, x1) of a bit row.
-inline void set_bits(uint64_t* row, int64_t x0, int64_t x1) {
-  while (x0 < x1) {
-    const int64_t k = x0 >> 6, b = x0 & 63;
-    const int64_t n = std::min<int64_t>(64 - b, x1 - x0);
-    const uint64_t ones = n == 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1);
-    row[k] |= ones << b;
-    x0 += n;
-  }
-}
-
 // Runs of pixels equal to `val` ([x0, x1) on row y), in raster order, and the
 // union-find forest that joins 4-connected runs of consecutive rows.
 struct Runs {
