@@ -14,17 +14,7 @@ trap 'rm -rf "$dir"' EXIT
 mkdir -p "$dir/a" "$dir/b" "$dir/objA" "$dir/objB"
 git archive "$rev_a" csrc | tar -x -C "$dir/a"
 if [ -n "$rev_b" ]; then git archive "$rev_b" csrc | tar -x -C "$dir/b"; else cp -r csrc "$dir/b/"; fi
-"$py" - "$dir" <<'PY'
-import sys
-import numpy as np
-from hvx._postprocess_ref import instances_from_hv_ref
-from hvx.bench.postprocess import realistic_batch
-np_prob, hv, _, _ = realistic_batch(16, 256, seed=0, min_nuclei=50)
-np_prob.astype(np.float32).tofile(f"{sys.argv[1]}/np.bin")
-hv.astype(np.float32).tofile(f"{sys.argv[1]}/hv.bin")
-ref = np.stack([instances_from_hv_ref(a, h) for a, h in zip(np_prob, hv)]).astype(np.int32)
-ref.tofile(f"{sys.argv[1]}/ref.bin")
-PY
+"$py" benchmarks/pp_stages/write_inputs.py "$dir"
 for side in a b; do
   ns=hvx$(echo "$side" | tr ab AB)
   for f in "$dir/$side"/csrc/postprocess.cpp "$dir/$side"/csrc/pp_*.cpp; do

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "inputs.hpp"
+
 #define HVX_AB_DECLARE(NS)                                                                  \
   namespace NS {                                                                            \
   namespace pp {                                                                            \
@@ -30,20 +32,6 @@
 HVX_AB_DECLARE(hvxA)
 HVX_AB_DECLARE(hvxB)
 
-static double cpu_ms() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
-}
-
-static bool read_all(const std::string& path, void* dst, size_t bytes) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return false;
-  const size_t got = std::fread(dst, 1, bytes, f);
-  std::fclose(f);
-  return got == bytes;
-}
-
 int main(int argc, char** argv) {
   if (argc < 6) {
     std::fprintf(stderr, "usage: ab_driver DIR N H W ROUNDS\n");
@@ -53,14 +41,12 @@ int main(int argc, char** argv) {
   const int N = std::atoi(argv[2]), H = std::atoi(argv[3]), W = std::atoi(argv[4]);
   const int R = std::atoi(argv[5]);
   const size_t n = static_cast<size_t>(H) * W;
-  std::vector<float> np(N * n), hv(N * 2 * n);
-  std::vector<int32_t> ref(N * n), oa(N * n), ob(N * n);
-  if (!read_all(dir + "/np.bin", np.data(), np.size() * 4) ||
-      !read_all(dir + "/hv.bin", hv.data(), hv.size() * 4) ||
-      !read_all(dir + "/ref.bin", ref.data(), ref.size() * 4)) {
-    std::fprintf(stderr, "ab_driver: cannot read the inputs in %s\n", dir.c_str());
-    return 2;
-  }
+  Inputs in;
+  if (!read_inputs(dir, N, H, W, in)) return 2;
+  const std::vector<float>& np = in.np;
+  const std::vector<float>& hv = in.hv;
+  const std::vector<int32_t>& ref = in.ref;
+  std::vector<int32_t> oa(N * n), ob(N * n);
   const hvxA::pp::Params pa;
   const hvxB::pp::Params pb;
   auto run = [&](bool a, int i) {

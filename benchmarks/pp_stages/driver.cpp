@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "inputs.hpp"
 #include "postprocess.hpp"
 
 namespace hvx {
@@ -16,20 +17,6 @@ extern double g_stage[16];
 extern const char* g_stage_name[16];
 }  // namespace pp
 }  // namespace hvx
-
-static double cpu_ms() {
-  timespec t;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
-}
-
-static bool read_all(const char* path, void* dst, size_t bytes) {
-  FILE* f = std::fopen(path, "rb");
-  if (!f) return false;
-  const size_t got = std::fread(dst, 1, bytes, f);
-  std::fclose(f);
-  return got == bytes;
-}
 
 int main(int argc, char** argv) {
   if (argc < 6) {
@@ -40,14 +27,12 @@ int main(int argc, char** argv) {
   const int N = std::atoi(argv[2]), H = std::atoi(argv[3]), W = std::atoi(argv[4]);
   const int R = std::atoi(argv[5]);
   const size_t n = static_cast<size_t>(H) * W;
-  std::vector<float> a(N * n), hv(N * 2 * n);
-  std::vector<int32_t> ref(N * n), out(N * n);
-  if (!read_all((dir + "/np.bin").c_str(), a.data(), a.size() * 4) ||
-      !read_all((dir + "/hv.bin").c_str(), hv.data(), hv.size() * 4) ||
-      !read_all((dir + "/ref.bin").c_str(), ref.data(), ref.size() * 4)) {
-    std::fprintf(stderr, "driver: cannot read the inputs in %s\n", dir.c_str());
-    return 2;
-  }
+  Inputs in;
+  if (!read_inputs(dir, N, H, W, in)) return 2;
+  const std::vector<float>& a = in.np;
+  const std::vector<float>& hv = in.hv;
+  const std::vector<int32_t>& ref = in.ref;
+  std::vector<int32_t> out(N * n);
   hvx::pp::Params p;
   auto all = [&]() {
     for (int i = 0; i < N; ++i) {
