@@ -248,23 +248,27 @@ def test_auto_backend_on_cpu_is_logged_once(bundle, cache, caplog):
 
 
 @pytest.mark.cuda
-def test_torch_fp16_error_within_twice_fp16_rounding(bundle, cache, tiles):
-    """DESIGN §5: fp16 vs fp32 error within 2x of what fp16 rounding alone gives."""
-    from hvx.metrics import pq_stats
+def test_torch_fp16_heads_agree_with_fp32(bundle, cache, tiles):
+    """fp16 heads against fp32: cosine similarity >= 0.99 per head (STYLE §10.2's
+    engine floor) and a max error within 5% of the head's range.
 
+    The network's own fp16 error is not bounded by rounding its outputs alone
+    (that bound holds for TensorRT/ORT *against torch fp16*, DESIGN §5), so this
+    checks the floor every engine must pass, on the random-weight bundle.
+    """
     fp32 = hvx.Engine.load(bundle, backend="torch", device="cuda", precision="fp32")
     fp16 = hvx.Engine.load(bundle, backend="torch", device="cuda", precision="fp16")
+    assert fp16.precision == "fp16" and fp32.precision == "fp32"
     ref, _ = fp32.heads(tiles)
     got, _ = fp16.heads(tiles)
     ref, got = ref.numpy(), got.numpy()
     for name in ("np_prob", "hv", "tp_prob"):
-        r = getattr(ref, name)
-        rounding = np.abs(r - r.astype(np.float16).astype(np.float32)).max()
-        err = np.abs(r - getattr(got, name)).max()
-        print(f"{name}: fp16 err {err:.2e}, fp16 rounding {rounding:.2e}")
-    a, b = fp32.infer(tiles), fp16.infer(tiles)
-    pqs = [pq_stats(a.inst[i], b.inst[i]).pq for i in range(len(tiles))]
-    print("PQ of fp16 against fp32:", pqs)
+        r = getattr(ref, name).astype(np.float64).ravel()
+        g = getattr(got, name).astype(np.float64).ravel()
+        cos = float(r @ g / (np.linalg.norm(r) * np.linalg.norm(g)))
+        assert cos >= 0.99, f"{name}: cosine similarity {cos:.5f} < 0.99"
+        err, scale = np.abs(r - g).max(), np.abs(r).max()
+        assert err <= 0.05 * scale, f"{name}: fp16 max error {err:.3e} > 5% of {scale:.3e}"
 
 
 @pytest.mark.tensorrt
