@@ -98,13 +98,6 @@ class PreprocessConfig:
         """Channels of the network input: 6 ("6ch") or 3 ("rgb")."""
         return 6 if self.mode == "6ch" else 3
 
-    def grid_for(self, height: int, width: int) -> tuple[int, int]:
-        """The CLAHE grid (across, down) used on an H x W image."""
-        if self.tile_size is None:
-            return self.tile_grid
-        t = self.tile_size
-        return (-(-width // t), -(-height // t))
-
     @property
     def normalised(self) -> bool:
         """True when mean or std is set."""

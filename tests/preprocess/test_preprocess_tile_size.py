@@ -23,7 +23,6 @@ def test_config_validates_and_round_trips():
     cfg = PreprocessConfig(tile_size=32)
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
     assert PreprocessConfig().to_dict()["tile_size"] is None
-    assert cfg.grid_for(300, 257) == (9, 10) and PreprocessConfig().grid_for(300, 257) == (8, 8)
     with pytest.raises(ValueError, match="tile_size >= 1 or None"):
         PreprocessConfig(tile_size=0)
     with pytest.raises(TypeError, match="tile_size as an int"):
@@ -34,6 +33,10 @@ def test_geometry_uses_whole_tiles():
     g = ClaheGeometry.create(300, 257, (8, 8), 2.0, tile_size=32)
     assert (g.grid_x, g.grid_y, g.tile_w, g.tile_h) == (9, 10, 32, 32)
     assert g.clip == int(2.0 * 32 * 32 / 256)
+    # without tile_size the configured grid is used, on the image padded to it
+    d = PreprocessConfig()
+    g = ClaheGeometry.create(300, 257, d.tile_grid, d.clip_limit, d.tile_size)
+    assert (g.grid_x, g.grid_y, g.tile_w, g.tile_h) == (8, 8, 33, 38)
 
 
 def test_reference_is_opencv_on_the_padded_image(rand):
