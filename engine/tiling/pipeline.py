@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,14 @@ from hvx.tiling.resume import RunFolder
 from hvx.tiling.stitch import Nuclei, Stitcher, StitchStats
 from hvx.tiling.writers import CSVStream, GeoJSONStream, MaskStream, write_label_tiff
 
-__all__ = ["TiledResult", "TilingConfig", "infer_image", "infer_slide", "schedule_tiles"]
+__all__ = [
+    "TiledResult",
+    "TilingConfig",
+    "infer_image",
+    "infer_slide",
+    "run_identity",
+    "schedule_tiles",
+]
 
 log = logging.getLogger("hvx.tiling")
 
@@ -370,6 +377,32 @@ def _engine_meta(engine) -> tuple[tuple[str, ...], object, dict]:
     return tuple(str(n) for n in names), colors, ident
 
 
+def run_identity(
+    engine,
+    reader,
+    config: TilingConfig,
+    formats: Sequence[str] = ("geojson", "csv"),
+    labels: bool = False,
+    stem: str = "nuclei",
+) -> dict:
+    """What a run folder of :func:`infer_slide` records and a resumed run must match.
+
+    Returns:
+        JSON-ready ``{"hvx", "input", "model", "params"}``: hvx version, the
+        reader's identity, the model's identity and every parameter that affects
+        the outputs (hashed by :func:`hvx.tiling.resume.run_hash`).
+    """
+    from hvx._version import __version__
+
+    _, _, model_id = _engine_meta(engine)
+    return {
+        "hvx": __version__,
+        "input": reader.identity(),
+        "model": model_id,
+        "params": {**config.to_dict(), "formats": sorted(formats), "labels": labels, "stem": stem},
+    }
+
+
 def infer_slide(
     engine,
     reader,
@@ -382,6 +415,7 @@ def infer_slide(
     overwrite: bool = False,
     progress: bool = True,
     on_region: Callable[[int], None] | None = None,
+    tiles_from: Callable[[list[int]], Iterable[tuple[int, np.ndarray, object]]] | None = None,
 ) -> dict:
     """Tiled inference of a slide or large image, streamed to files, resumable.
 
@@ -403,6 +437,11 @@ def infer_slide(
         overwrite: Replace a different run's outputs in ``out_dir`` instead of refusing.
         progress: Show a progress bar (tiles/s, ETA) on stderr.
         on_region: Called with each region index once its record is on disk.
+        tiles_from: Where tile results come from instead of running ``engine``:
+            called once with the raster indices still to stitch (ascending), it
+            yields ``(index, inst ndarray[T, T] int32, table)`` for each, in that
+            order (:mod:`hvx.distributed` replays tiles computed elsewhere). The
+            engine then only supplies the class names and model identity.
 
     Returns:
         The summary (also in ``summary.json``): nuclei, per-class counts, tiles,
@@ -414,14 +453,12 @@ def infer_slide(
     """
     import resource
 
-    from hvx._version import __version__
-
     config = config or TilingConfig()
     bad = [f for f in formats if f not in ("geojson", "csv")]
     if bad:
         raise ValueError(f"expected formats from ['geojson', 'csv'], got {bad}")
     t_start = time.perf_counter()
-    names, colors, model_id = _engine_meta(engine)
+    names, colors, _ = _engine_meta(engine)
     plan = plan_tiles(
         reader.height,
         reader.width,
@@ -438,12 +475,7 @@ def infer_slide(
         "labels": f"{stem}_labels.tif",
     }
     wanted = [*formats, *(["masks"] if labels else [])]
-    identity = {
-        "hvx": __version__,
-        "input": reader.identity(),
-        "model": model_id,
-        "params": {**config.to_dict(), "formats": sorted(formats), "labels": labels, "stem": stem},
-    }
+    identity = run_identity(engine, reader, config, formats, labels, stem)
     run = RunFolder.open(out, identity, tuple(files.values()), overwrite=overwrite)
     done = run.summary()
     if done is not None:
@@ -499,7 +531,11 @@ def infer_slide(
 
     bar = _progress(len(todo), len(tiles) - len(todo), progress)
     try:
-        for i, tile_inst, table in _stream(engine, reader, plan, todo, config):
+        if tiles_from is not None:
+            source = tiles_from(todo)
+        else:
+            source = _stream(engine, reader, plan, todo, config)
+        for i, tile_inst, table in source:
             row_region = plan.region_of_row(i // plan.n_cols)
             while region < row_region:
                 complete(region)
