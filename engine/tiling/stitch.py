@@ -113,6 +113,9 @@ class StitchStats:
         reassembled: Nuclei no tile saw whole, rebuilt from the cut views of
             several tiles (overlap smaller than the nucleus).
         cut_emitted: Nuclei kept cut: seen by no tile whole, nor reassembled.
+        held_max: Most nucleus views held in memory at once (bounded by the tile
+            rows in flight, not by the image area).
+        cut_max_extent: Longest bbox side (px) of a nucleus kept cut (0: none).
     """
 
     tiles: int = 0
@@ -123,6 +126,8 @@ class StitchStats:
     outside: int = 0
     reassembled: int = 0
     cut_emitted: int = 0
+    held_max: int = 0
+    cut_max_extent: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready counters."""
@@ -249,8 +254,13 @@ class Stitcher:
         for item in late:
             emitted += self._emit(item)
         emitted += self._release_cut(tile_index)
-        if tile.col == self.plan.n_cols - 1:
+        row_end = (tile.row + 1) * self.plan.n_cols
+        if not self._scheduled[tile_index + 1 : row_end].any():
+            # The row's last *scheduled* tile: trailing background tiles add nothing,
+            # so what no later row can overlap goes now (else a background right
+            # edge kept every nucleus of the slide in memory).
             self._prune()
+        self.stats.held_max = max(self.stats.held_max, self.held())
         return Nuclei._from_items(emitted)
 
     def finish(self) -> Nuclei:
@@ -264,9 +274,15 @@ class Stitcher:
         self._index.clear()
         return Nuclei._from_items(emitted)
 
+    def held(self) -> int:
+        """Nucleus views held in memory: emitted but still overlappable, deferred, cut."""
+        return len(self._active) + sum(map(len, self._pending.values())) + len(self._cut)
+
     def low_water(self) -> int:
         """Every nucleus emitted from now on has ``bbox rmin >=`` this row."""
-        nxt = self.last_tile + 1
+        # The next tile that can add views (skipped tiles add none).
+        later = np.flatnonzero(self._scheduled[self.last_tile + 1 :])
+        nxt = self.last_tile + 1 + int(later[0]) if later.size else len(self.plan)
         rows = [self.plan.ys[nxt // self.plan.n_cols] if nxt < len(self.plan) else self.plan.height]
         rows += [it.bbox[0] for items in self._pending.values() for it in items]
         rows += [it.bbox[0] for it in self._cut]
@@ -438,6 +454,9 @@ class Stitcher:
         self.next_id += 1
         self.stats.emitted += 1
         self.stats.cut_emitted += int(item.cut)
+        if item.cut:
+            side = max(item.bbox[2] - item.bbox[0], item.bbox[3] - item.bbox[1])
+            self.stats.cut_max_extent = max(self.stats.cut_max_extent, int(side))
         self.stats.reassembled += int(item.piece and not item.cut)
         self._active[item.gid] = item
         for cell in self._cells(item.bbox):
