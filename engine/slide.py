@@ -39,6 +39,13 @@ __all__ = [
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 
 
+#: A slide whose smallest level has more pixels (or more than (2 * max_side)^2) is
+#: thumbnailed by strided band reads.
+_THUMB_LEVEL_PIXELS = 4096 * 4096
+#: Most bytes (RGBA) one band read of a strided thumbnail decodes at once.
+_THUMB_BAND_BYTES = 32 << 20
+
+
 class SlideReadError(ValueError):
     """A slide or large image is missing, unreadable, truncated or lacks what is needed."""
 
@@ -51,16 +58,35 @@ def _check_region(reader, y: int, x: int, h: int, w: int) -> None:
         )
 
 
+_SAMPLES = 33  # blocks hashed for a file's identity: both ends and 31 evenly spaced
+_BLOCK = 1 << 16
+
+
 def _file_identity(path: Path) -> dict:
-    """Name, size and a hash of the first and last MiB (cheap, catches replacements)."""
-    size = path.stat().st_size
+    """Name, size, mtime and a hash of sampled blocks (cheap; catches edits in place).
+
+    The blocks (64 KiB each) sit at both ends and at evenly spaced offsets in
+    between, so an edit that keeps the size and the ends -- and even the mtime --
+    is still seen when it touches a sampled block; a file smaller than the
+    samples is hashed whole.
+    """
+    st = path.stat()
+    size = st.st_size
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(size - (1 << 20))
-            h.update(f.read(1 << 20))
-    return {"name": path.name, "bytes": size, "sha256_ends": h.hexdigest()}
+        if size <= _SAMPLES * _BLOCK:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        else:
+            for k in range(_SAMPLES):
+                f.seek(k * (size - _BLOCK) // (_SAMPLES - 1))
+                h.update(f.read(_BLOCK))
+    return {
+        "name": path.name,
+        "bytes": size,
+        "mtime_ns": st.st_mtime_ns,
+        "sha256_sampled": h.hexdigest(),
+    }
 
 
 def _thumbnail_of(reader, max_side: int) -> np.ndarray:
@@ -323,14 +349,38 @@ class OpenSlideReader(_Reader):
         return np.ascontiguousarray(rgb)
 
     def thumbnail(self, max_side: int = 2048) -> np.ndarray:
-        """OpenSlide's thumbnail with the longer side <= ``max_side``, RGB on white."""
+        """Thumbnail with the longer side <= ``max_side``, RGB on white.
+
+        From OpenSlide's thumbnail when the slide has a small enough level (at most
+        ``min(4096^2, (2 * max_side)^2)`` pixels); a slide
+        without one (a single-level tiled TIFF) is read in strided bands of its
+        smallest level, at most ``_THUMB_BAND_BYTES`` per read, never whole.
+        """
         import openslide
 
+        s = self._slide
+        lw, lh = s.level_dimensions[-1]
         try:
-            img = self._slide.get_thumbnail((max_side, max_side)).convert("RGB")
+            if lw * lh <= min(_THUMB_LEVEL_PIXELS, (2 * max_side) ** 2):
+                return np.asarray(s.get_thumbnail((max_side, max_side)).convert("RGB"))
+            return self._strided_thumbnail(s.level_count - 1, max_side)
         except openslide.OpenSlideError as e:
             raise SlideReadError(f"expected a readable slide, got {self.path.name}: {e}") from e
-        return np.asarray(img)
+
+    def _strided_thumbnail(self, level: int, max_side: int) -> np.ndarray:
+        """Every ``step``-th pixel of ``level``, read in bands of bounded size."""
+        lw, lh = self._slide.level_dimensions[level]
+        down = float(self._slide.level_downsamples[level])
+        step = max(1, math.ceil(max(lw, lh) / max_side))
+        band = max(step, (_THUMB_BAND_BYTES // (4 * lw) // step) * step)
+        rows = []
+        for y in range(0, lh, band):
+            h = min(band, lh - y)
+            rgba = np.asarray(self._slide.read_region((0, int(y * down)), level, (lw, h)))
+            sub = rgba[::step, ::step]
+            alpha = sub[..., 3:4].astype(np.uint16)
+            rows.append(((sub[..., :3] * alpha + 255 * (255 - alpha)) // 255).astype(np.uint8))
+        return np.ascontiguousarray(np.concatenate(rows))
 
     def identity(self) -> dict:
         """File identity plus the level, scale and mpp read at."""
@@ -365,6 +415,11 @@ def open_image(
     import cv2
 
     p = Path(path)
+    if p.is_dir():
+        raise SlideReadError(
+            f"expected an image or slide file, got a folder: {p} (hvx slide reads one file; "
+            "hvx infer takes folders)"
+        )
     if not p.is_file():
         raise SlideReadError(f"expected an image or slide file, got a missing path: {p}")
     suffix = p.suffix.lower()

@@ -334,11 +334,24 @@ def _concat(parts: Sequence[Nuclei]) -> Nuclei:
 
 
 def _warn_cut(stats: StitchStats, config: TilingConfig) -> None:
-    if stats.cut_emitted:
+    if not stats.cut_emitted:
+        return
+    size = stats.cut_max_extent
+    if size >= config.overlap:
         log.warning(
-            "%d nuclei were larger than the tile overlap (%d px) and were kept cut; "
-            "raise --overlap above the largest nucleus diameter",
+            "%d nuclei were kept cut (no tile saw them whole); the largest spans %d px, "
+            "at least the tile overlap (%d px): raise --overlap above the largest nucleus",
             stats.cut_emitted,
+            size,
+            config.overlap,
+        )
+    else:
+        log.warning(
+            "%d nuclei were kept cut (no tile saw them whole), all smaller than the tile "
+            "overlap (largest %d px, overlap %d px): neighbouring tiles segmented them "
+            "differently at the seam (a larger --tile gives the network more context)",
+            stats.cut_emitted,
+            size,
             config.overlap,
         )
 
@@ -479,6 +492,7 @@ def infer_slide(
     run = RunFolder.open(out, identity, tuple(files.values()), overwrite=overwrite)
     done = run.summary()
     if done is not None:
+        run.release()
         log.info("%s already holds this finished run; nothing to do", out)
         return done
 
@@ -557,6 +571,9 @@ def infer_slide(
             outputs.append(
                 str(write_label_tiff(masks_path, out / files["labels"], plan.height, plan.width))
             )
+    except BaseException:
+        run.release()  # the part files stay for a resume; another run may take over
+        raise
     finally:
         bar.close()
         for w in writers.values():
@@ -587,6 +604,7 @@ def infer_slide(
     }
     run.write_summary(summary)
     (out / files["masks"]).unlink(missing_ok=True)  # only needed until the TIFF is written
+    run.release()
     return summary
 
 

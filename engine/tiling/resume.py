@@ -19,11 +19,71 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RunFolder", "RunMismatchError", "run_hash"]
+__all__ = ["FolderLock", "FolderLockedError", "RunFolder", "RunMismatchError", "run_hash"]
 
 
 class RunMismatchError(ValueError):
     """The output folder belongs to a different run (input, model or parameters)."""
+
+
+class FolderLockedError(RuntimeError):
+    """Another process is writing to the output folder."""
+
+
+LOCK_FILE = ".hvx.lock"
+
+
+class FolderLock:
+    """An exclusive ``flock`` on ``<folder>/.hvx.lock``, held while a run writes there.
+
+    The lock file holds the holder's pid and host (for the refusal message); the
+    lock itself is the kernel's, so a killed holder releases it at once. On a
+    file system without ``flock`` (some network mounts) nothing is locked and a
+    warning is logged.
+
+    Raises:
+        FolderLockedError: Another process holds the lock (message names it).
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        import fcntl
+
+        self._fd: int | None = None
+        self.path = Path(folder) / LOCK_FILE
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderLockedError(
+                f"expected {self.path.parent} to be free, got it in use by another hvx run "
+                f"({holder}); wait for it to finish or choose another --out"
+            ) from None
+        except OSError as e:  # no flock on this file system
+            import logging
+
+            logging.getLogger("hvx.tiling").warning("cannot lock %s (%s)", self.path, e)
+        import socket
+
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Releases the lock (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def run_hash(identity: dict) -> str:
@@ -32,9 +92,16 @@ def run_hash(identity: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _create(path: Path):
+    """A new regular file at ``path`` (a leftover one, or a planted symlink, is removed)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    return os.fdopen(fd, "wb")
+
+
 def _atomic_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with _create(tmp) as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -56,6 +123,7 @@ class RunFolder:
     identity: dict
     digest: str
     outputs: tuple[str, ...]
+    lock: FolderLock | None = None
 
     @classmethod
     def open(
@@ -70,13 +138,27 @@ class RunFolder:
             overwrite: Discard a different run's records and outputs in ``path``
                 instead of refusing (an explicit user choice).
 
+        The folder is locked (:class:`FolderLock`) until :meth:`release`.
+
         Raises:
             RunMismatchError: The folder holds another run, or outputs of unknown origin.
+            FolderLockedError: Another process is writing to the folder.
         """
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunMismatchError(f"expected an output folder, got a file: {path}")
         path.mkdir(parents=True, exist_ok=True)
         digest = run_hash(identity)
-        run = cls(path, identity, digest, tuple(outputs))
+        lock = FolderLock(path)
+        try:
+            return cls._open_locked(path, identity, digest, tuple(outputs), overwrite, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _open_locked(cls, path, identity, digest, outputs, overwrite, lock) -> RunFolder:
+        run = cls(path, identity, digest, outputs, lock)
         manifest = path / "run.json"
         if manifest.exists():
             try:
@@ -112,6 +194,11 @@ class RunFolder:
         (path / "state").mkdir(exist_ok=True)
         return run
 
+    def release(self) -> None:
+        """Releases the folder lock (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
+
     def clear(self) -> None:
         """Removes this folder's run records, state and outputs (not other files)."""
         for name in (*self.outputs, "run.json", "progress.jsonl", "summary.json"):
@@ -141,7 +228,7 @@ class RunFolder:
         """Saves the stitcher state, then appends (and fsyncs) the region's record."""
         name = f"state/region_{record['region']:06d}.npz"
         tmp = self.path / f"state/.region_{record['region']:06d}.npz.tmp"
-        with open(tmp, "wb") as f:
+        with _create(tmp) as f:
             np.savez(f, **state)
             f.flush()
             os.fsync(f.fileno())

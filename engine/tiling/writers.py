@@ -47,17 +47,26 @@ class PartFile:
         self.part = self.final.with_name(self.final.name + ".part")
         self.header = header
         if resume_size is None:
-            self._f = open(self.part, "wb")  # noqa: SIM115 - closed by finish()/close()
+            # A leftover (or planted) part file -- a symlink included -- is removed, not
+            # followed; O_EXCL | O_NOFOLLOW then guarantee a fresh regular file.
+            self.part.unlink(missing_ok=True)
+            self._f = _open_part(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
             self._f.write(header)
         else:
+            if self.part.is_symlink() or self.final.is_symlink():
+                raise ValueError(
+                    f"expected a regular file to resume, got a symlink: {self.part} "
+                    "(remove it, or rerun with --overwrite)"
+                )
             if not self.part.exists() and self.final.exists():
                 os.replace(self.final, self.part)  # finished before a crash: reopen it
             if not self.part.exists() or self.part.stat().st_size < resume_size:
                 raise ValueError(
                     f"expected {self.part} of at least {resume_size} bytes to resume, got "
-                    f"{self.part.stat().st_size if self.part.exists() else 'no file'}"
+                    f"{self.part.stat().st_size if self.part.exists() else 'no file'} "
+                    "(outputs changed since the interruption? rerun with --overwrite)"
                 )
-            self._f = open(self.part, "r+b")  # noqa: SIM115
+            self._f = _open_part(self.part, os.O_RDWR)
             self._f.truncate(resume_size)
             self._f.seek(resume_size)
 
@@ -89,6 +98,15 @@ class PartFile:
         if not self._f.closed:
             self._f.flush()
             self._f.close()
+
+
+def _open_part(path: Path, flags: int):
+    """Opens ``path`` never through a symlink (``O_NOFOLLOW``), as a binary file object."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as e:
+        raise ValueError(f"expected to open {path} as a regular file, got {e}") from e
+    return os.fdopen(fd, "r+b" if flags & os.O_RDWR else "wb")
 
 
 class GeoJSONStream(PartFile):
