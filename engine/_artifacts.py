@@ -45,7 +45,16 @@ def model_meta(bundle, size_multiple: int) -> dict:
         "preprocess": bundle.preprocess.to_dict(),
         "postprocess": bundle.postprocess.to_dict(),
         "bundle": str(Path(bundle.path).resolve()),
+        "valid_window": valid_window(bundle),
     }
+
+
+def valid_window(bundle) -> list[int] | None:
+    """``[window, output]`` of a valid-padding network (official HoVer-Net), else None."""
+    from hvx.model import get_variant
+
+    spec = get_variant(bundle.variant)
+    return None if spec.window is None else [int(spec.window), int(spec.output)]
 
 
 def _bundle_digest(bundle) -> str:
@@ -78,8 +87,15 @@ def onnx_for_bundle(bundle, cache_dir: str | os.PathLike | None = None, model=No
 
     model = model if model is not None else bundle.build_model("cpu")
     size = max(64, 2 * int(model.size_multiple))
+    window = getattr(model, "window", None)  # valid-padding network: one fixed input size
     log.info("exporting %s to ONNX (once per bundle): %s", bundle.path, path)
-    return export_onnx(HoVerNetInference(model), path, in_chans=bundle.in_chans, example_size=size)
+    return export_onnx(
+        HoVerNetInference(model),
+        path,
+        in_chans=bundle.in_chans,
+        example_size=window or size,
+        fixed_size=window is not None,
+    )
 
 
 def plan_for_bundle(
@@ -99,9 +115,12 @@ def plan_for_bundle(
         device: CUDA device to build for.
         force: Rebuild even on a cache hit.
     """
-    from hvx.backends.export import build_tensorrt_plan
+    from hvx.backends.export import build_tensorrt_plan, window_plan_settings
 
     model = bundle.build_model("cpu")
+    window = getattr(model, "window", None)
+    if window is not None:  # valid-padding network: the spatial axes are fixed
+        settings = window_plan_settings(settings, window)
     onnx_path = onnx_for_bundle(bundle, cache_dir, model=model)
     return build_tensorrt_plan(
         onnx_path,

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from hvx._version import __version__
-from hvx.model import HoVerNet, create_model, get_variant
+from hvx.model import HoVerNet, OfficialHoVerNet, create_model, get_variant
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -54,6 +54,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "WEIGHTS_FILE",
     "ModelBundle",
+    "import_hovernet",
     "load_bundle",
     "save_bundle",
 ]
@@ -295,7 +296,7 @@ def save_bundle(
         ValueError: inconsistent metadata, or ``out_dir`` is a non-empty folder
             that is not a bundle.
     """
-    if not isinstance(model, HoVerNet):
+    if not isinstance(model, HoVerNet | OfficialHoVerNet):
         raise TypeError(f"expected a hvx.model.HoVerNet, got {type(model).__name__}")
     out_dir = Path(out_dir)
     names, colors = _check_classes(class_names, class_colors, model.num_types, "")
@@ -594,3 +595,14 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
         weights_dtype=dtype,
         float32_tensors=kept32,
     )
+
+
+def import_hovernet(checkpoint, out, **kwargs) -> Path:
+    """Converts a published HoVer-Net checkpoint into a bundle.
+
+    See :func:`hvx.model.hovernet_checkpoint.import_hovernet` for the arguments
+    (``mode``, ``types``, ``class_colors``, ``mpp``, ``licence``, ``citation``, ...).
+    """
+    from hvx.model.hovernet_checkpoint import import_hovernet as _import
+
+    return _import(checkpoint, out, **kwargs)

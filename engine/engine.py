@@ -68,6 +68,9 @@ class Engine:
         class_colors: RGB per class name.
         num_types: Types including background.
         size_multiple: Inputs are padded to multiples of this internally.
+        valid_window: ``(window, output)`` of a valid-padding network (the
+            published HoVer-Net: (256, 164) fast, (270, 80) original), run in the
+            official tile mode (:mod:`hvx.model.hovernet_tiles`); None otherwise.
         mpp: Microns per pixel the model was trained at.
         input_mpp: Microns per pixel of the images given to :meth:`infer`, or
             None when they are at the model's resolution. When it differs,
@@ -88,6 +91,7 @@ class Engine:
         size_multiple: int,
         mpp: float,
         source: str,
+        valid_window: tuple[int, int] | None = None,
     ) -> None:
         self.runner = runner
         self.preprocess_config = preprocess_config
@@ -99,6 +103,7 @@ class Engine:
         self.mpp = float(mpp)
         self.source = str(source)
         self.input_mpp: float | None = None
+        self.valid_window = None if valid_window is None else tuple(int(v) for v in valid_window)
         self._lock = threading.Lock()
 
     @property
@@ -200,6 +205,7 @@ class Engine:
             size_multiple=meta["size_multiple"],
             mpp=meta["mpp"],
             source=source,
+            valid_window=meta.get("valid_window"),
         )
         log.info("backend: %s on %s, %s (%s)", runner.name, runner.device, runner.precision, source)
         return engine
@@ -316,6 +322,8 @@ class Engine:
             device=self.runner.device,
             dtype=self.runner.input_dtype,
         )
+        if self.valid_window is not None:
+            return self._valid_heads(x), single
         h, w = int(x.shape[2]), int(x.shape[3])
         m = self.size_multiple
         ph, pw = (-h) % m, (-w) % m
@@ -330,6 +338,19 @@ class Engine:
                 outs.append(self.runner.run(chunk))
         heads = outs[0] if len(outs) == 1 else _cat(outs)
         return heads.crop(h, w), single
+
+    def _valid_heads(self, x) -> HeadOutputs:
+        """Official tile mode for a valid-padding network (``hvx.model.hovernet_tiles``)."""
+        from hvx.model.hovernet_tiles import run_valid
+
+        max_batch = getattr(getattr(self.runner, "settings", None), "max_shape", (None,))[0]
+
+        def run(windows):
+            with self._lock:
+                return self.runner.run(windows)
+
+        window, output = self.valid_window
+        return run_valid(run, x, window, output, batch=max_batch or 8)
 
     def infer(self, batch, *, num_threads: int | None = None):
         """Segments and classifies the nuclei of a batch of tiles.

@@ -94,6 +94,10 @@ def check_fp16(
         raise ValueError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     dev = torch.device(device)
     x = preprocess(images, preprocess_config, device=dev, dtype=torch.float32)
+    if getattr(model, "window", None):  # valid-padding network: one window per tile
+        from hvx.model.hovernet_tiles import fit_window
+
+        x = fit_window(x, model.window)
     base = copy.deepcopy(model).eval().to(device=dev, dtype=torch.float32)
     ref = _heads(HoVerNetInference(base), x)
     half = _heads(HoVerNetInference(base.to(dtype=torch.float16)), x.half())

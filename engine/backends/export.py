@@ -47,6 +47,7 @@ __all__ = [
     "read_plan_meta",
     "sidecar_path",
     "validate_onnx",
+    "window_plan_settings",
     "write_plan",
 ]
 
@@ -72,8 +73,13 @@ def export_onnx(
     opset: int = ONNX_OPSET,
     validate: bool = True,
     atol: float = 1e-4,
+    fixed_size: bool = False,
 ) -> Path:
     """Exports a ``HoVerNetInference``-style module to ONNX with dynamic N, H, W.
+
+    With ``fixed_size`` (valid-padding networks such as the published HoVer-Net,
+    which take exactly one window size) only N is dynamic and H = W =
+    ``example_size``.
 
     Args:
         module: ``nn.Module`` returning ``(np_prob, hv, tp_prob)``; it is put in
@@ -85,6 +91,7 @@ def export_onnx(
         opset: ONNX opset (17: what the legacy exporter and TensorRT 10 agree on).
         validate: Run :func:`validate_onnx` on the result.
         atol: Maximum absolute error allowed by the validation.
+        fixed_size: Keep H and W fixed at ``example_size`` (batch stays dynamic).
 
     Returns:
         The path written.
@@ -109,6 +116,8 @@ def export_onnx(
         "hv": {0: axes["N"], 2: axes["H"], 3: axes["W"]},
         "tp_prob": {0: axes["N"], 2: axes["H"], 3: axes["W"]},
     }
+    if fixed_size:
+        dynamic_axes = {name: {0: axes["N"]} for name in dynamic_axes}
     buf = io.BytesIO()
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (TOOLCHAIN.md): silence its notice.
@@ -126,7 +135,12 @@ def export_onnx(
         )
     data = buf.getvalue()
     if validate:
-        validate_onnx(data, module, in_chans=in_chans, atol=atol)
+        shapes = (
+            ((1, example_size, example_size), (3, example_size, example_size))
+            if fixed_size
+            else ((1, 64, 64), (3, 32, 96))
+        )
+        validate_onnx(data, module, in_chans=in_chans, atol=atol, shapes=shapes)
     path = Path(path)
     atomic_write(path, data)
     log.info("exported ONNX (opset %d, %.1f MB) to %s", opset, len(data) / 2**20, path)
@@ -295,6 +309,20 @@ class PlanSettings:
         return all(
             a <= v <= b for a, v, b in zip(self.min_shape, (n, h, w), self.max_shape, strict=True)
         )
+
+
+def window_plan_settings(settings: PlanSettings, window: int) -> PlanSettings:
+    """``settings`` with H = W = ``window`` everywhere (valid-padding networks).
+
+    The batch sizes, precision flags and workspace are kept; the Engine cuts
+    images into ``window`` x ``window`` inputs for such networks.
+    """
+    return dataclasses.replace(
+        settings,
+        min_shape=(settings.min_shape[0], window, window),
+        opt_shape=(settings.opt_shape[0], window, window),
+        max_shape=(settings.max_shape[0], window, window),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

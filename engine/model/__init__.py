@@ -15,6 +15,12 @@ Variants (``list_variants()``):
   full- and half-resolution skips from a small convolutional stem on the input.
 * ``hovernet_resnet50``: HoVer-Net's CoNiC baseline (SPEC §4b).
 
+Besides those, :mod:`hvx.model.hovernet` holds the published HoVer-Net itself
+(``hovernet_fast`` 256 -> 164, ``hovernet_original`` 270 -> 80, valid padding,
+the official state-dict names) for checkpoints imported with
+``hvx import-hovernet``; :func:`get_variant` and :func:`create_model` accept
+those names, :func:`list_variants` (the trainable ones) does not list them.
+
 ``HoVerNet.forward`` returns logits (training); :class:`HoVerNetInference`
 returns ``(np_prob, hv, tp_prob)`` with the softmax inside (ONNX export).
 Costs per variant: docs/models.md.
@@ -29,11 +35,13 @@ from hvx.model._net import (
     get_variant,
     list_variants,
 )
+from hvx.model.hovernet import OfficialHoVerNet
 
 __all__ = [
     "HoVerNet",
     "HoVerNetInference",
     "InitReport",
+    "OfficialHoVerNet",
     "VariantSpec",
     "create_model",
     "get_variant",

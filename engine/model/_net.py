@@ -34,6 +34,10 @@ class VariantSpec:
             from a small convolutional stem on the input).
         size_multiple: Input H and W must be multiples of this.
         description: One line for docs and ``hvx info``.
+        mode: Official HoVer-Net mode ("fast" / "original", :mod:`hvx.model.hovernet`),
+            None for hvx's own variants.
+        window: Input side of a valid-padding network (None: any padded size).
+        output: Output side of a valid-padding network: the centred crop of its input.
     """
 
     name: str
@@ -42,11 +46,21 @@ class VariantSpec:
     decoder: str
     size_multiple: int
     description: str
+    mode: str | None = None
+    window: int | None = None
+    output: int | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready architecture description (stored in model bundles)."""
+        """JSON-ready architecture description (stored in model bundles).
+
+        ``mode``, ``window`` and ``output`` appear only when set (valid-padding
+        networks), so the bundles of the other variants are unchanged.
+        """
         d = dataclasses.asdict(self)
         del d["description"]
+        for k in ("mode", "window", "output"):
+            if d[k] is None:
+                del d[k]
         return d
 
 
@@ -109,11 +123,22 @@ def list_variants() -> list[str]:
 def get_variant(variant: str) -> VariantSpec:
     """The :class:`VariantSpec` of a variant name.
 
+    The official HoVer-Net layouts (``hovernet_fast``, ``hovernet_original`` and
+    their ``_notype`` twins, :mod:`hvx.model.hovernet`) are accepted too; they are
+    imported from published checkpoints, not trained, so :func:`list_variants`
+    leaves them out.
+
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
+    from hvx.model.hovernet import OFFICIAL_VARIANTS
+
+    if isinstance(variant, str) and variant in OFFICIAL_VARIANTS:
+        return OFFICIAL_VARIANTS[variant]
     if not isinstance(variant, str) or variant not in _VARIANTS:
-        raise ValueError(f"expected a variant in {list_variants()}, got {variant!r}")
+        raise ValueError(
+            f"expected a variant in {list_variants() + list(OFFICIAL_VARIANTS)}, got {variant!r}"
+        )
     return _VARIANTS[variant]
 
 
@@ -216,7 +241,9 @@ class HoVerNetInference(nn.Module):
 
     def __init__(self, model: HoVerNet) -> None:
         super().__init__()
-        if not isinstance(model, HoVerNet):
+        from hvx.model.hovernet import OfficialHoVerNet
+
+        if not isinstance(model, HoVerNet | OfficialHoVerNet):
             raise TypeError(f"expected a HoVerNet, got {type(model).__name__}")
         self.model = model
 
@@ -266,6 +293,15 @@ def create_model(
         raise ValueError(f"expected in_chans 3 or 6, got {in_chans!r}")
     if isinstance(num_types, bool) or not isinstance(num_types, int) or num_types < 2:
         raise ValueError(f"expected num_types >= 2 (background included), got {num_types!r}")
+    if spec.mode is not None:  # official HoVer-Net: RGB only, weights from a checkpoint
+        from hvx.model.hovernet import OfficialHoVerNet
+
+        if in_chans != 3 or init_from is not None:
+            raise ValueError(
+                f"expected in_chans=3 and no init_from for {variant!r} (import a published "
+                "checkpoint with hvx import-hovernet)"
+            )
+        return OfficialHoVerNet(spec, num_types=num_types)
     model = HoVerNet(spec, in_chans=in_chans, num_types=num_types)
     if init_from is not None:
         from hvx.model._init_from import load_encoder_checkpoint
