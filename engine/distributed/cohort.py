@@ -1,0 +1,334 @@
+"""``run_slides``: a cohort of slides on Ray, resumable, outputs equal to ``hvx slide``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hvx.distributed.driver import (
+    ModelInfo,
+    SlideJob,
+    _Scheduler,
+    assemble,
+    prepare_slide,
+)
+from hvx.distributed.workers import EngineWorker, peak_rss_mb
+
+log = logging.getLogger("hvx.distributed")
+
+__all__ = ["format_table", "run_slides"]
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "hvx.distributed needs Ray: pip install 'hvx[ray]' (expected `import ray` to work, "
+            f"got {e})"
+        ) from e
+    return ray
+
+
+def _connect(ray, address: str | None, num_cpus: int | None) -> bool:
+    """Joins ``address`` or starts a local Ray; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    kw = {"include_dashboard": False, "log_to_driver": False}
+    if address and address != "local":
+        ray.init(address=address, **kw)
+    else:
+        ray.init(num_cpus=num_cpus, **kw)
+    return True
+
+
+def _default_workers(ray) -> tuple[int, float]:
+    """Engine actors and GPUs per actor: one per GPU, else one per two CPUs."""
+    res = ray.cluster_resources()
+    gpus = int(res.get("GPU", 0))
+    if gpus:
+        return gpus, 1.0
+    return max(1, int(res.get("CPU", 1)) // 2), 0.0
+
+
+def _folders(slides: Sequence[Path], out: Path) -> list[tuple[Path, Path]]:
+    """One slide: ``out`` itself; several: ``out/<slide stem>/`` (stems must differ)."""
+    if len(slides) == 1:
+        return [(slides[0], out)]
+    seen: dict[str, Path] = {}
+    for s in slides:
+        if s.stem in seen:
+            raise ValueError(
+                f"two slides share the output folder name {s.stem!r}: {seen[s.stem]}, {s}"
+            )
+        seen[s.stem] = s
+    return [(s, out / s.stem) for s in slides]
+
+
+def run_slides(
+    slides: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    model: str | os.PathLike | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    config=None,
+    region_px: int = 4096,
+    formats: Sequence[str] = ("geojson", "csv"),
+    labels: bool = False,
+    stem: str = "nuclei",
+    level: int | None = None,
+    mpp: float | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    window: int = 4,
+    max_attempts: int = 4,
+    num_cpus: int | None = None,
+    actor_options: dict | None = None,
+    pp_options: dict | None = None,
+) -> dict:
+    """Segments a cohort of slides on Ray: region-parallel, resumable.
+
+    Each slide's outputs (``<stem>.geojson``, ``<stem>.csv``, optionally
+    ``<stem>_labels.tif``, plus ``run.json``, ``summary.json``, ``regions/``) go
+    to ``out`` (one slide) or ``out/<slide stem>/`` (several), and equal those of
+    ``hvx slide`` / :func:`hvx.tiling.infer_slide` on one machine with the same
+    model, backend and parameters. Rerunning after an interruption skips the
+    committed regions and finished slides.
+
+    Args:
+        slides: Slide or large-image files (readable at the same path by every node).
+        out: Output folder.
+        model: Bundle folder or plan file (None: the bundled default model).
+        address: Ray cluster to join (``"auto"``, ``"host:port"``); None or
+            ``"local"`` starts a local Ray. An already initialised Ray is used as is.
+        workers: Engine actors (default: one per GPU, else one per two CPUs).
+        config: :class:`hvx.tiling.TilingConfig` (default: its defaults).
+        region_px: Region side in pixels (rounded down to whole tile strides).
+        formats: Any of ``"geojson"``, ``"csv"``.
+        labels: Also write the label TIFF.
+        stem: Base name of each slide's output files.
+        level: Slide pyramid level (default: the level matching the model's mpp).
+        mpp: Level-0 microns per pixel, for slides without that metadata.
+        backend: Engine backend, as :meth:`hvx.Engine.load`.
+        device: Engine device (``"auto"``: a GPU where the actor has one).
+        precision: Engine precision.
+        overwrite: Replace different runs in the output folders instead of refusing.
+        progress: Show the cohort's progress bar.
+        window: Chunks in flight per engine actor (back-pressure), >= 1.
+        max_attempts: Attempts per chunk before the run fails.
+        num_cpus: CPUs of a local Ray started here (default: all).
+        actor_options: Extra ``.options()`` of the engine actors (e.g. ``resources``).
+        pp_options: Extra ``.options()`` of the post-processing tasks.
+
+    Returns:
+        ``{"slides": [per-slide rows], "workers": [peak memory per worker process],
+        "timing": {...}, "seconds": float}``; also written to ``out/cohort.json``.
+
+    Raises:
+        hvx.slide.SlideReadError: An unreadable slide (before any work starts).
+        hvx.tiling.RunMismatchError: An output folder holds a different run.
+        RuntimeError: No engine worker left, or a chunk failed ``max_attempts`` times.
+        ImportError: Ray is not installed.
+    """
+    from hvx.tiling import TilingConfig
+
+    ray = _import_ray()
+    if window < 1:
+        raise ValueError(f"expected window >= 1, got {window}")
+    config = config or TilingConfig()
+    bad = [f for f in formats if f not in ("geojson", "csv")]
+    if bad:
+        raise ValueError(f"expected formats from ['geojson', 'csv'], got {bad}")
+    paths = [Path(s) for s in slides]
+    if not paths:
+        raise ValueError("expected at least one slide, got none")
+    out = Path(out)
+    pairs = _folders(paths, out)
+    t0 = time.perf_counter()
+    started = _connect(ray, address, num_cpus)
+    actors = []
+    try:
+        n, gpus = _default_workers(ray)
+        n = workers or n
+        opts = {"num_cpus": 1, "num_gpus": gpus, "max_concurrency": 2, "max_restarts": 0}
+        opts.update(actor_options or {})
+        cls = ray.remote(EngineWorker).options(**opts)
+        m = None if model is None else str(Path(model).resolve())
+        actors = [cls.remote(m, backend, device, precision) for _ in range(n)]
+        metas = ray.get([a.meta.remote() for a in actors])
+        infos = [ModelInfo(x) for x in metas]
+        if len({i.key() for i in infos}) != 1:
+            raise RuntimeError(
+                "expected every engine worker to load the same model the same way, got "
+                f"{sorted({i.key() for i in infos})}"
+            )
+        info = infos[0]
+        jobs = [
+            prepare_slide(
+                p,
+                f,
+                info,
+                config=config,
+                formats=formats,
+                labels=labels,
+                stem=stem,
+                level=level,
+                mpp=mpp,
+                region_px=region_px,
+                overwrite=overwrite,
+            )
+            for p, f in pairs
+        ]
+        timing = _run(
+            ray,
+            jobs,
+            actors,
+            info,
+            config,
+            formats,
+            labels,
+            window,
+            max_attempts,
+            pp_options or {},
+            progress,
+        )
+        workers_mem = timing.pop("workers")
+    finally:
+        for a in actors:
+            ray.kill(a)
+        if started:
+            ray.shutdown()
+    result = {
+        "slides": [_row(j) for j in jobs],
+        "workers": [
+            *workers_mem,
+            {
+                "node": "driver",
+                "pid": os.getpid(),
+                "role": "driver",
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+            },
+        ],
+        "timing": timing,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "engine": {"backend": info.backend, "precision": info.precision, "workers": len(actors)},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".cohort.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, out / "cohort.json")
+    return result
+
+
+def _run(
+    ray, jobs, actors, info, config, formats, labels, window, max_attempts, pp_options, progress
+) -> dict:
+    from tqdm import tqdm
+
+    total = sum(len(j.todo) for j in jobs)
+    done_before = sum(len(j.regions) - len(j.todo) for j in jobs)
+    finished = sum(j.summary is not None for j in jobs)
+    bar = tqdm(
+        total=total,
+        unit="region",
+        desc="hvx cohort" + (f" (resumed, {done_before} regions done)" if done_before else ""),
+        disable=None if progress else True,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hvx-assemble")
+    futures: dict[int, concurrent.futures.Future] = {}
+
+    def start_assembly(k: int) -> None:
+        job = jobs[k]
+        job.started = job.started or time.perf_counter()
+        futures[k] = pool.submit(assemble, job, info, config=config, formats=formats, labels=labels)
+
+    def on_region(job: SlideJob, region: int) -> None:
+        bar.update(1)
+        if not job.todo:
+            start_assembly(jobs.index(job))
+        bar.set_postfix(
+            slides=f"{finished + sum(f.done() for f in futures.values())}/{len(jobs)}",
+            refresh=False,
+        )
+
+    sched = _Scheduler(
+        jobs,
+        actors,
+        info,
+        config=config,
+        window=window,
+        max_attempts=max_attempts,
+        pp_options={"num_cpus": 1, **pp_options},
+        on_region=on_region,
+    )
+    try:
+        for k, job in enumerate(jobs):
+            if job.summary is None and not job.todo:  # all regions committed before
+                start_assembly(k)
+        sched.run()
+        for k, fut in futures.items():
+            jobs[k].summary = fut.result()
+            jobs[k].seconds = time.perf_counter() - jobs[k].started
+            bar.set_postfix(
+                slides=f"{finished + sum(f.done() for f in futures.values())}/{len(jobs)}"
+            )
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    try:
+        peaks = ray.get(
+            [a.peak.remote() for i, a in enumerate(actors) if i in sched.alive], timeout=60
+        )
+    except Exception:
+        peaks = []
+    for p in peaks:
+        sched._note(p, "engine")
+    timing = {k: round(v, 4) for k, v in sched.stats.items()}
+    timing["retried_chunks"] = sched.retried
+    timing["workers"] = [
+        {**w, "peak_rss_mb": round(w["peak_rss_mb"], 1)} for w in sched.workers.values()
+    ]
+    return timing
+
+
+def _row(job: SlideJob) -> dict:
+    s = job.summary or {}
+    secs = job.seconds
+    return {
+        "slide": str(job.path),
+        "folder": str(job.folder),
+        "nuclei": s.get("nuclei"),
+        "regions": len(job.regions),
+        "seconds": round(secs, 3),
+        "area_mm2": None if job.area_mm2 is None else round(job.area_mm2, 4),
+        "mm2_per_s": None if not (job.area_mm2 and secs) else round(job.area_mm2 / secs, 4),
+    }
+
+
+def format_table(result: dict) -> str:
+    """The per-slide summary table (and peak memory per worker) as text."""
+    lines = [f"{'slide':<32} {'nuclei':>9} {'regions':>7} {'seconds':>9} {'mm2/s':>8}"]
+    for r in result["slides"]:
+        name = Path(r["slide"]).name[:32]
+        rate = "-" if r["mm2_per_s"] is None else f"{r['mm2_per_s']:.4f}"
+        secs = "done" if not r["seconds"] else f"{r['seconds']:.1f}"
+        lines.append(f"{name:<32} {r['nuclei'] or 0:>9} {r['regions']:>7} {secs:>9} {rate:>8}")
+    mem = ", ".join(
+        f"{w['role']}@{w['node']}:{w['pid']} {w['peak_rss_mb']:.0f} MiB" for w in result["workers"]
+    )
+    lines.append(f"peak memory per worker: {mem}")
+    lines.append(
+        f"total {result['seconds']:.1f} s on {result['engine']['workers']} engine worker(s)"
+    )
+    return "\n".join(lines)

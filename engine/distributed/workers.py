@@ -1,0 +1,185 @@
+"""What runs on the Ray workers: the engine actor and the post-processing task.
+
+:class:`EngineWorker` holds one loaded :class:`hvx.Engine` and the open slide
+readers; :meth:`EngineWorker.heads` reads a chunk of tiles of a region (the
+same pixels as the single-process path, :func:`hvx.tiling.pipeline._read_tile`)
+and runs preprocessing + the network, returning the three heads as numpy
+arrays. Ray puts them in the object store; :func:`postprocess_chunk`, a CPU
+task, turns them into instance maps and nuclei tables (exactly what
+``Engine.infer`` does after the heads) and returns them packed
+(:func:`hvx.distributed.regions.pack_tiles`). These are plain classes and
+functions; :mod:`hvx.distributed.driver` wraps them with ``ray.remote``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import socket
+import threading
+import time
+
+import numpy as np
+
+__all__ = ["EngineWorker", "SlideSource", "peak_rss_mb", "postprocess_chunk"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SlideSource:
+    """How a worker opens a slide: the arguments of :func:`hvx.slide.open_image`.
+
+    Attributes:
+        path: Slide or image file (the same path on every node: shared storage).
+        level: Pyramid level, or None.
+        target_mpp: Working resolution (the model's), or None.
+        mpp: Level-0 microns per pixel overriding the metadata, or None.
+    """
+
+    path: str
+    level: int | None = None
+    target_mpp: float | None = None
+    mpp: float | None = None
+
+    def open(self):
+        """A reader (:mod:`hvx.slide`)."""
+        from hvx.slide import open_image
+
+        return open_image(self.path, level=self.level, target_mpp=self.target_mpp, mpp=self.mpp)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (``ru_maxrss``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _where() -> dict:
+    return {"node": socket.gethostname(), "pid": os.getpid()}
+
+
+class EngineWorker:
+    """One loaded engine; runs the network on chunks of tiles.
+
+    Args:
+        model: Bundle folder or plan file (None: the bundled default model).
+        backend: As :meth:`hvx.Engine.load`.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        precision: As :meth:`hvx.Engine.load`.
+        max_readers: Slides kept open at once (least recently used closed first).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        backend: str = "auto",
+        device: str = "auto",
+        precision: str = "auto",
+        max_readers: int = 4,
+    ) -> None:
+        from hvx import Engine
+
+        self.engine = Engine.load(model, backend=backend, device=device, precision=precision)
+        self.max_readers = int(max_readers)
+        self._readers: dict[SlideSource, tuple[object, threading.Lock]] = {}
+        self._lock = threading.Lock()
+
+    def meta(self) -> dict:
+        """What the driver needs of the model (class names, identity, configs)."""
+        e = self.engine
+        return {
+            "class_names": tuple(e.class_names),
+            "class_colors": tuple(e.class_colors),
+            "source": e.source,
+            "mpp": e.mpp,
+            "backend": e.backend,
+            "precision": e.precision,
+            "device": e.device,
+            "preprocess_config": e.preprocess_config,
+            "postprocess_config": e.postprocess_config,
+            **_where(),
+        }
+
+    def _reader(self, source: SlideSource):
+        with self._lock:
+            if source in self._readers:
+                item = self._readers.pop(source)
+            else:
+                item = (source.open(), threading.Lock())
+            self._readers[source] = item  # most recent last
+            while len(self._readers) > self.max_readers:
+                old = next(iter(self._readers))
+                self._readers.pop(old)[0].close()
+        return item
+
+    def heads(self, source: SlideSource, plan, tiles: list[int], pad_value: int = 255):
+        """Reads ``tiles`` of ``plan`` and runs the network on them.
+
+        Args:
+            source: The slide.
+            plan: Its :class:`hvx.tiling.TilePlan` (the single-process one).
+            tiles: Raster indices of the tiles, one engine call.
+            pad_value: Padding of tiles past the image edge.
+
+        Returns:
+            ``(info, heads)``: ``info`` a small dict (seconds reading / in the
+            network, peak RSS, node, pid); ``heads`` a tuple ``(np_prob
+            float32[N, T, T], hv float32[N, 2, T, T], tp_prob float32[N, C, T, T])``.
+        """
+        from hvx.tiling.pipeline import _read_tile
+
+        t0 = time.perf_counter()
+        reader, lock = self._reader(source)
+        with lock:
+            batch = np.stack([_read_tile(reader, plan, i, pad_value) for i in tiles])
+        t1 = time.perf_counter()
+        h = self.engine.heads(batch)[0].numpy()
+        out = tuple(np.ascontiguousarray(a) for a in (h.np_prob, h.hv, h.tp_prob))
+        info = {
+            "read_s": t1 - t0,
+            "net_s": time.perf_counter() - t1,
+            "bytes": int(sum(a.nbytes for a in out)),
+            "peak_rss_mb": peak_rss_mb(),
+            **_where(),
+        }
+        return info, out
+
+    def peak(self) -> dict:
+        """Peak memory of this worker process."""
+        return {"peak_rss_mb": peak_rss_mb(), **_where()}
+
+    def close(self) -> None:
+        """Closes the open slides."""
+        with self._lock:
+            for reader, _ in self._readers.values():
+                reader.close()
+            self._readers.clear()
+
+
+def postprocess_chunk(tiles: list[int], heads: tuple, config, num_threads: int = 1) -> dict:
+    """Heads of a chunk -> packed tile results (a Ray CPU task).
+
+    Args:
+        tiles: Raster indices of the chunk's tiles.
+        heads: ``(np_prob, hv, tp_prob)`` from :meth:`EngineWorker.heads`.
+        config: The engine's ``PostprocessConfig``.
+        num_threads: Post-processing threads.
+
+    Returns:
+        ``{"blob": bytes, "tiles": [...], "nuclei": int, "pp_s": float,
+        "peak_rss_mb": float, "node", "pid"}``.
+    """
+    from hvx.distributed.regions import pack_tiles
+    from hvx.postprocess import postprocess
+
+    t0 = time.perf_counter()
+    np_prob, hv, tp = heads
+    res = postprocess(np_prob, hv, tp, config, num_threads=num_threads)
+    blob = pack_tiles(tiles, res.inst, res.tables)
+    return {
+        "blob": blob,
+        "tiles": list(tiles),
+        "nuclei": int(sum(len(t.id) for t in res.tables)),
+        "pp_s": time.perf_counter() - t0,
+        "peak_rss_mb": peak_rss_mb(),
+        **_where(),
+    }
