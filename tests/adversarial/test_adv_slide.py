@@ -131,14 +131,16 @@ def test_lock_is_released_after_a_finished_or_failed_run(tmp_path):
 def test_input_edited_in_the_middle_is_noticed_on_resume(tmp_path):
     path = tmp_path / "big.tif"
     _tiled_tiff(path, size=2048, tissue_cols=2048)
-    before = open_image(path).identity()
+    with open_image(path) as r:
+        before = r.identity()
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
     data[mid : mid + 64] = bytes(255 - b for b in data[mid : mid + 64])  # same size, same ends
     st = path.stat()
     path.write_bytes(bytes(data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the mtime put back
-    after = open_image(path).identity()
+    with open_image(path) as r:
+        after = r.identity()
     assert before != after
 
 
