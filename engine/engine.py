@@ -145,13 +145,18 @@ class Engine:
 
         Args:
             path: Bundle folder, ``.plan`` file (with its ``.plan.json`` sidecar),
+                a published model's name (``hvx.registry``, e.g.
+                ``"hovernet-pannuke"``: downloaded into the cache on first use),
                 or None for the bundled default model (``hvx.assets``).
             backend: "auto", "tensorrt", "torch" or "onnxruntime".
             device: "auto", "cpu", "cuda" or "cuda:K".
-            precision: "auto" (fp32 on the CPU; on CUDA fp16 when
+            precision: "auto" (on the CPU: bf16 or int8 when the bundle's
+                ``precision.json`` records that it passed the accuracy gate, see
+                :mod:`hvx.backends.quantize`, else fp32; on CUDA fp16 when
                 :func:`hvx.precision.check_fp16`, run on the device at load,
                 finds that it keeps the model's instance maps, else fp32 / TF32),
-                "fp32" or "fp16".
+                "fp32", "fp16", "int8" (CPU, ONNX Runtime, needs ``hvx build
+                --int8``) or "bf16" (torch; on the CPU needs native bf16).
             mpp: Microns per pixel of the images you will pass to :meth:`infer`
                 (e.g. 0.5 for 20x); None means "at the model's resolution". When it
                 differs from the model's, :meth:`infer` rescales in and out.
@@ -171,8 +176,10 @@ class Engine:
         """
         if backend != "auto" and backend not in BACKEND_NAMES:
             raise ValueError(f"expected backend 'auto' or one of {BACKEND_NAMES}, got {backend!r}")
-        if precision not in ("auto", "fp32", "fp16"):
-            raise ValueError(f"expected precision 'auto', 'fp32' or 'fp16', got {precision!r}")
+        if precision not in ("auto", "fp32", "fp16", "int8", "bf16"):
+            raise ValueError(
+                f"expected precision 'auto', 'fp32', 'fp16', 'int8' or 'bf16', got {precision!r}"
+            )
         if mpp is not None and not (isinstance(mpp, int | float) and 0 < mpp < 100):
             raise ValueError(f"expected mpp a positive number of microns per pixel, got {mpp!r}")
         dev = _resolve_device(device)
@@ -180,6 +187,10 @@ class Engine:
             from hvx.assets import default_model_path
 
             path = default_model_path()
+        from hvx import registry
+
+        if registry.is_registered(path) and not Path(path).exists():
+            path = registry.fetch(path, cache_dir)  # downloaded and converted once
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"expected a model bundle folder or a .plan file, got {path}")
@@ -240,8 +251,16 @@ class Engine:
             raise ValueError(f"expected precision 'fp32' on the CPU, got {precision!r}")
         if backend == "tensorrt" and not cuda:
             raise ValueError(f"expected a CUDA device for backend='tensorrt', got {dev!r}")
+        if precision == "int8" and cuda:
+            raise ValueError(f"expected device 'cpu' for precision='int8', got {dev!r}")
+        if precision == "bf16" and cuda and backend == "auto":
+            backend = "torch"  # TensorRT plans here are fp16/TF32
         runner = None
         model = None
+        if not cuda and precision in ("auto", "int8", "bf16"):
+            runner = cls._cpu_lowp_runner(bundle, path, backend, precision)
+            if runner is not None and runner.name == "onnxruntime":
+                model = bundle.build_model("cpu")  # for its size_multiple
         if cuda and precision == "auto" and backend != "onnxruntime":
             model = bundle.build_model("cpu")  # read once: the check, then the torch runner
             precision = _auto_cuda_precision(bundle, dev, path, model)
@@ -280,6 +299,37 @@ class Engine:
         else:
             size_multiple = model.size_multiple
         return cls._from_meta(runner, _artifacts.model_meta(bundle, size_multiple), str(path))
+
+    @staticmethod
+    def _cpu_lowp_runner(bundle, path, backend: str, precision: str):
+        """The int8/bf16 CPU runner asked for, or picked by "auto" (gate passed), or None.
+
+        See :mod:`hvx.backends.quantize` (the gate and the bundle's ``precision.json``).
+        """
+        from hvx.backends import quantize
+
+        explicit = precision != "auto"
+        if not explicit:
+            precision = quantize.auto_cpu_precision(path)
+            if precision == "fp32":
+                return None
+        want = {"int8": "onnxruntime", "bf16": "torch"}[precision]
+        if backend not in ("auto", want):
+            if not explicit:
+                return None
+            raise ValueError(
+                f"expected backend 'auto' or {want!r} for precision={precision!r}, got {backend!r}"
+            )
+        try:
+            runner = quantize.cpu_runner(bundle, precision)
+        except ImportError as err:
+            if explicit:
+                raise
+            log.warning("%s passed its gate but cannot run here (%s); using fp32", precision, err)
+            return None
+        if not explicit:
+            log.info("%s passed the accuracy gate (%s): using it", precision, path)
+        return runner
 
     @staticmethod
     def _torch_runner(bundle, dev: str, precision: str, model=None):

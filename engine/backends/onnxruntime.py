@@ -26,7 +26,10 @@ class OnnxRuntimeBackend:
     Args:
         model: Path to the ``.onnx`` file, or its serialized bytes.
         providers: Execution providers in order of preference; default CPU only.
-        threads: Intra-op threads (default: ONNX Runtime's choice, all cores).
+        threads: Intra-op threads (default: ONNX Runtime's choice, all cores); when
+            given, inter-op threads are 1 so the session never uses more.
+        precision: What the graph computes in, for the record: "fp32" for an hvx
+            export, "int8" for its quantized twin (``hvx.backends.quantize``).
 
     Raises:
         ImportError: If onnxruntime is not installed (``pip install hvx[onnx]``).
@@ -43,6 +46,7 @@ class OnnxRuntimeBackend:
         *,
         providers: list[str] | None = None,
         threads: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         try:
             import onnxruntime as ort
@@ -62,6 +66,10 @@ class OnnxRuntimeBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"expected precision 'fp32' or 'int8', got {precision!r}")
+        self.precision = precision
         src = model if isinstance(model, bytes) else str(Path(model))
         self.session = ort.InferenceSession(src, sess_options=opts, providers=providers)
         inputs = [i.name for i in self.session.get_inputs()]
@@ -96,4 +104,4 @@ class OnnxRuntimeBackend:
         return HeadOutputs(np_prob, hv, tp_prob)
 
     def __repr__(self) -> str:
-        return f"OnnxRuntimeBackend(providers={self.providers})"
+        return f"OnnxRuntimeBackend(providers={self.providers}, precision={self.precision!r})"

@@ -59,6 +59,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, help="default $HVX_CACHE_DIR")
     p.add_argument("--out", type=Path, default=None, help="also copy model.onnx / model.plan here")
     p.add_argument("--force", action="store_true", help="rebuild a cached plan")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="quantize for the CPU (ONNX Runtime static QDQ int8) into BUNDLE/model.int8.onnx, "
+        "run the accuracy gate against fp32 and record it in BUNDLE/precision.json",
+    )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run the CPU bf16 path (needs avx512_bf16/amx_bf16) through the accuracy gate "
+        "and record it in BUNDLE/precision.json",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="CoNSeP-layout folder (images/<source>_<k>.png) for the gate's validation tiles "
+        "(the bundle's val_sources) and int8 calibration tiles (the others); default: the "
+        "shipped sample tiles",
+    )
     p.set_defaults(func=run)
 
 
@@ -87,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2
+    if args.int8 or args.bf16:
+        return _build_lowp(args, bundle)
     if args.tensorrt:  # fail before the (slow) export when TensorRT cannot run here
         from hvx.backends.export import PlanTarget
 
@@ -116,3 +138,23 @@ def run(args: argparse.Namespace) -> int:
         _copy(plan, args.out / "model.plan")
         _copy(sidecar_path(plan), args.out / "model.plan.json")
     return 0
+
+
+def _build_lowp(args: argparse.Namespace, bundle) -> int:
+    """``--int8`` / ``--bf16``: gate each asked-for CPU precision; 0 if all passed."""
+    import json
+
+    from hvx.backends.quantize import build_lowp
+
+    failed = False
+    for precision in ("int8", "bf16"):
+        if not getattr(args, precision):
+            continue
+        try:
+            entry = build_lowp(bundle, precision, data=args.data, cache_dir=args.cache_dir)
+        except (ImportError, OSError, ValueError) as err:
+            log.error("%s not built: %s", precision, err)
+            return 2
+        print(f"{precision}: " + json.dumps(entry["gate"]))
+        failed |= not entry["passed"]
+    return 1 if failed else 0
