@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from hvx._version import __version__
-from hvx.cli import build, infer, info, slide
+from hvx.cli import build, import_hovernet, infer, info, models, slide
 from hvx.cli import eval as eval_cmd
 
 # Explicit, ordered registry (no dynamic imports from strings).
-_COMMANDS = (info, eval_cmd, build, infer, slide)
+_COMMANDS = (info, eval_cmd, build, infer, slide, import_hovernet, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

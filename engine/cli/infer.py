@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--model",
         type=Path,
         default=None,
-        help="model bundle folder or .plan file (default: the bundled default model)",
+        help="model bundle folder, .plan file, or a published model's name (hvx models; "
+        "downloaded once) (default: the bundled default model)",
     )
     p.add_argument(
         "--format",
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         if todo or large or args.model is None or not args.model.exists():  # no load if done
             engine = Engine.load(args.model, backend=args.backend, device=args.device)
-    except (FileNotFoundError, ValueError, ImportError) as err:
+    except (FileNotFoundError, ValueError, ImportError, ConnectionError) as err:
         log.error("%s", err)
         return 2
     out.mkdir(parents=True, exist_ok=True)
