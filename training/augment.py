@@ -29,6 +29,20 @@ One call draws, in this order, from the given ``numpy.random.Generator``:
    applied (SPEC §7e). A hue range of (0, 0) skips the hue step (the 8-bit
    HSV round trip alone changes colours slightly).
 
+Stain and scanner variation (each off by default, so older configs are unchanged;
+drawn after the geometry and before step 2 unless stated):
+
+- **HED jitter** (``hed``): colour deconvolution into haematoxylin, eosin and
+  DAB optical densities (Ruifrok & Johnston; scikit-image's ``rgb2hed``
+  matrices and log handling, re-implemented vectorised: :func:`rgb_to_hed`,
+  :func:`hed_to_rgb`), each stain scaled by ``U(hed_scale)`` and shifted by
+  ``U(hed_shift)`` (Tellez et al. 2018), back to RGB, rounded.
+- **JPEG** (``jpeg``, after the colour step): with probability ``jpeg_p``, an
+  ``cv2.imencode`` / ``imdecode`` round trip at a quality from ``jpeg_quality``.
+- **Isotropic scale** (``scale_isotropic``): the affine's y scale equals its x
+  scale (a magnification change keeps shapes), so ``scale`` is a zoom range
+  around the data's magnification (40x for CoNSeP and MoNuSeg).
+
 Given the generator's state, the output is deterministic.
 """
 
@@ -41,7 +55,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["AugmentConfig", "Augmenter", "affine_matrix"]
+__all__ = ["AugmentConfig", "Augmenter", "affine_matrix", "hed_to_rgb", "rgb_to_hed"]
 
 _Range = tuple[float, float]
 
@@ -69,6 +83,13 @@ class AugmentConfig:
         saturation: range of the saturation change ``a - 1``.
         brightness: range of the added brightness, 0..255 units.
         contrast: range of the contrast factor.
+        hed: apply the HED stain jitter (module docstring).
+        hed_scale: range of the per-stain optical-density factor.
+        hed_shift: range of the per-stain optical-density shift.
+        jpeg: apply a JPEG round trip (with probability ``jpeg_p``).
+        jpeg_quality: range of the JPEG quality (integers drawn uniformly).
+        jpeg_p: probability of the JPEG round trip.
+        scale_isotropic: one scale factor for x and y.
     """
 
     affine: bool = True
@@ -87,6 +108,13 @@ class AugmentConfig:
     saturation: _Range = (-0.2, 0.2)
     brightness: _Range = (-26.0, 26.0)
     contrast: _Range = (0.75, 1.25)
+    hed: bool = False
+    hed_scale: _Range = (0.9, 1.1)
+    hed_shift: _Range = (-0.02, 0.02)
+    jpeg: bool = False
+    jpeg_quality: _Range = (40.0, 95.0)
+    jpeg_p: float = 0.5
+    scale_isotropic: bool = False
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -97,7 +125,11 @@ class AugmentConfig:
             elif field.type == "_Range":
                 _check_range(field.name, value)
                 object.__setattr__(self, field.name, (float(value[0]), float(value[1])))
-        for name in ("flip_lr", "flip_ud", "noise_per_channel"):
+        if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
+            raise ValueError(f"jpeg_quality: expected a range in [1, 100], got {self.jpeg_quality}")
+        if self.hed_scale[0] < 0:
+            raise ValueError(f"hed_scale: expected factors >= 0, got {self.hed_scale}")
+        for name in ("flip_lr", "flip_ud", "noise_per_channel", "jpeg_p"):
             p = getattr(self, name)
             if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name}: expected a probability in [0, 1], got {p!r}")
@@ -122,7 +154,9 @@ class AugmentConfig:
     @classmethod
     def none(cls) -> AugmentConfig:
         """A configuration that changes nothing (validation, tests)."""
-        return cls(affine=False, flip_lr=0.0, flip_ud=0.0, blur_noise=False, colour=False)
+        return cls(
+            affine=False, flip_lr=0.0, flip_ud=0.0, blur_noise=False, colour=False, hed=False
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready dict (ranges as lists)."""
@@ -222,12 +256,19 @@ class Augmenter:
             inst = _gather(inst.ravel(), index)
             cls = _gather(cls.ravel(), index)
         cfg = self.config
+        if cfg.hed:
+            image = hed_jitter(
+                image, rng.uniform(*cfg.hed_scale, size=3), rng.uniform(*cfg.hed_shift, size=3)
+            )
         if cfg.blur_noise:
             image = _blur_or_noise(image, cfg, rng)
         if cfg.colour:
             ops = (_hue, _saturation, _brightness, _contrast)
             for k in rng.permutation(len(ops)):
                 image = ops[k](image, cfg, rng)
+        if cfg.jpeg and rng.random() < cfg.jpeg_p:
+            quality = int(rng.integers(int(cfg.jpeg_quality[0]), int(cfg.jpeg_quality[1]) + 1))
+            image = jpeg_roundtrip(image, quality)
         return np.ascontiguousarray(image), inst, cls
 
     def _geometry(self, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray | None:
@@ -237,6 +278,8 @@ class Augmenter:
         index = None
         if cfg.affine:
             sx, sy = rng.uniform(*cfg.scale), rng.uniform(*cfg.scale)
+            if cfg.scale_isotropic:
+                sy = sx
             tx, ty = rng.uniform(*cfg.translate), rng.uniform(*cfg.translate)
             shear, rotate = rng.uniform(*cfg.shear), rng.uniform(*cfg.rotate)
             m = affine_matrix(shape, scale=(sx, sy), translate=(tx, ty), shear=shear, rotate=rotate)
@@ -332,3 +375,65 @@ def _contrast(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -
     mean = image.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
     lut = _to_uint8(_VALUES[:, None] * a + mean * (np.float32(1.0) - a))  # [256, 3]
     return cv2.LUT(image, np.ascontiguousarray(lut.reshape(256, 1, 3)))
+
+
+# ---- stain and scanner variation ---------------------------------------------------------
+
+#: Ruifrok & Johnston's H, E, DAB optical-density vectors (rows), as scikit-image's
+#: ``skimage.color.rgb_from_hed``; its inverse maps optical densities to stains.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED)
+_LOG_ADJUST = math.log(1e-6)
+
+
+def rgb_to_hed(image: np.ndarray) -> np.ndarray:
+    """RGB -> stain densities, as ``skimage.color.rgb2hed`` (vectorised, float64).
+
+    Args:
+        image: ndarray[..., 3] uint8 RGB.
+
+    Returns:
+        ndarray[..., 3] float64: haematoxylin, eosin, DAB (>= 0).
+    """
+    if image.dtype != np.uint8 or image.shape[-1:] != (3,):
+        raise ValueError(f"image: expected uint8 [..., 3], got {image.dtype} {image.shape}")
+    lut = np.log(np.maximum(np.arange(256) / 255.0, 1e-6)) / _LOG_ADJUST
+    return np.maximum(lut[image] @ HED_FROM_RGB, 0.0)
+
+
+def hed_to_rgb(hed: np.ndarray) -> np.ndarray:
+    """Stain densities -> RGB in [0, 1], as ``skimage.color.hed2rgb`` (float64).
+
+    Args:
+        hed: ndarray[..., 3] float: haematoxylin, eosin, DAB.
+
+    Returns:
+        ndarray[..., 3] float64 RGB in [0, 1].
+    """
+    hed = np.asarray(hed, dtype=np.float64)
+    if hed.shape[-1:] != (3,):
+        raise ValueError(f"hed: expected [..., 3], got {hed.shape}")
+    return np.clip(np.exp((hed * _LOG_ADJUST) @ RGB_FROM_HED), 0.0, 1.0)
+
+
+def hed_jitter(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Scales and shifts each stain's optical density: ``hed * scale + shift``.
+
+    Args:
+        image: ndarray[H, W, 3] uint8 RGB.
+        scale: (3,) factors for H, E, DAB.
+        shift: (3,) shifts for H, E, DAB (optical-density units of ``rgb_to_hed``).
+
+    Returns:
+        ndarray[H, W, 3] uint8 RGB (rounded).
+    """
+    hed = rgb_to_hed(image) * np.asarray(scale, np.float64) + np.asarray(shift, np.float64)
+    return np.rint(hed_to_rgb(hed) * 255.0).astype(np.uint8)
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Encodes as JPEG at ``quality`` (1..100) and decodes (ndarray[H, W, 3] uint8 RGB)."""
+    ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for an image of shape {image.shape}")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]

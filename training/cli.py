@@ -54,7 +54,11 @@ def _base_parser(add_help: bool) -> argparse.ArgumentParser:
 def build_parser(config=None) -> argparse.ArgumentParser:
     """Returns the ``hvx-train`` parser, its override defaults taken from ``config``."""
     p = _base_parser(add_help=True)
-    p.add_argument("--data", help="dataset folder (CoNiC images.npy/labels.npy or CoNSeP-style)")
+    p.add_argument(
+        "--data",
+        help="dataset folder (CoNiC images.npy/labels.npy or CoNSeP-style); not with a "
+        "config that lists data.datasets",
+    )
     p.add_argument("--out", help="run folder: config.yaml, checkpoints/, log.jsonl, bundle/")
     p.add_argument("--max-minutes", type=float, help="time budget; stops cleanly with a bundle")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last")
@@ -140,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if config is None:
         parser.error("--config is required (a shipped name or a YAML path)")
-    if args.data is None or args.out is None:
-        parser.error("--data and --out are required")
+    if args.out is None or (args.data is None and config.data.datasets is None):
+        parser.error("--out and --data (or data.datasets in the config) are required")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads is not None:
         if args.threads < 1:
@@ -149,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+        import cv2
+
+        cv2.setNumThreads(args.threads)
     try:
         overrides = {key: getattr(args, opt[2:].replace("-", "_")) for opt, key, *_ in _OVERRIDES}
         config = config.replace({**overrides, **_parse_set(args.set)})

@@ -95,6 +95,12 @@ class DataConfig:
         epoch_repeats: Each epoch visits every training tile this many times, each
             visit with its own augmentation and crop: longer epochs, so fewer
             DataLoader restarts and validations where steps are fast (a GPU).
+        datasets: Several datasets in one run instead of ``--data``: a list of
+            mappings ``{path, weight, val_fraction, tile_size, name, fmt}`` (see
+            ``hvx.training.datasets.DatasetSpec``; only ``path`` is required).
+            Each is split by source image on its own (``val_fraction`` defaults
+            to ``data.val_fraction``), an epoch samples them by ``weight``, and
+            datasets without class labels train only the np and hv heads.
     """
 
     class_names: tuple[str, ...] | None = None
@@ -107,8 +113,13 @@ class DataConfig:
     max_train_tiles: int | None = None
     max_val_tiles: int | None = None
     epoch_repeats: int = 1
+    datasets: tuple[dict[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.datasets is not None:
+            from hvx.training.datasets import parse_specs
+
+            parse_specs(self.datasets)
         if self.epoch_repeats < 1:
             raise ValueError(f"expected data.epoch_repeats >= 1, got {self.epoch_repeats}")
         if not self.mpp > 0:

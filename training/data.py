@@ -56,6 +56,10 @@ class TileDataset:
         sources: source image name of each tile (the split key), length N.
         class_names: names of class ids 1..C.
         names: tile names, length N (defaults to ``tile_<i>``).
+        typed: ndarray[N] bool, True where the tile has class labels (None: all
+            True). Tiles without them (instance-only data such as MoNuSeg) have
+            ``cls`` 1 inside every nucleus and train only the np and hv heads:
+            the type losses ignore them (masked, not labelled background).
     """
 
     images: np.ndarray
@@ -64,6 +68,7 @@ class TileDataset:
     sources: list[str]
     class_names: tuple[str, ...]
     names: list[str] | None = None
+    typed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         img, inst, cls = self.images, self.inst, self.cls
@@ -87,6 +92,13 @@ class TileDataset:
         self.class_names = tuple(str(c) for c in self.class_names)
         if not self.class_names:
             raise ValueError("class_names: expected at least one class, got none")
+        if self.typed is None:
+            self.typed = np.ones(len(img), bool)
+        self.typed = np.asarray(self.typed)
+        if self.typed.shape != (len(img),) or self.typed.dtype != np.bool_:
+            raise ValueError(
+                f"typed: expected bool ndarray[{len(img)}], got {_describe(self.typed)}"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -121,6 +133,7 @@ class TileDataset:
             sources=[self.sources[i] for i in idx],
             class_names=self.class_names,
             names=[self.names[i] for i in idx],  # type: ignore[index]
+            typed=self.typed[idx],  # type: ignore[index]
         )
 
 

@@ -308,6 +308,18 @@ class LossWeights:
                 raise ValueError(f"expected loss.{name} in [0, 1], got {getattr(self, name)}")
 
 
+def _check_valid(valid: torch.Tensor, n: int) -> torch.Tensor:
+    """Checks a ``tp_valid`` mask: Tensor[n] bool (on the logits' device)."""
+    if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool or valid.shape != (n,):
+        got = (
+            f"{valid.dtype} {tuple(valid.shape)}"
+            if isinstance(valid, torch.Tensor)
+            else type(valid).__name__
+        )
+        raise ValueError(f"tp_valid: expected a bool tensor of shape ({n},), got {got}")
+    return valid
+
+
 class HoVerLoss(torch.nn.Module):
     """The weighted sum of the per-branch terms of :class:`LossWeights`.
 
@@ -316,6 +328,11 @@ class HoVerLoss(torch.nn.Module):
     ``{"np": (N,H,W) int64, "hv": (N,2,H,W) float32, "tp": (N,H,W) int64}``
     and returns ``(total, parts)``: the scalar loss and a dict of the unweighted
     terms (``"np_ufl"``, ``"hv_msge"``, ...) as detached tensors, for logging.
+
+    An optional ``targets["tp_valid"]`` (N,) bool marks the samples that have class
+    labels: the tp terms are computed on those samples only (a batch without any
+    has no tp terms), so instance-only data (MoNuSeg) trains np and hv and never
+    teaches the type head that its nuclei are background.
     """
 
     def __init__(self, weights: LossWeights = LossWeights()) -> None:
@@ -358,7 +375,14 @@ class HoVerLoss(torch.nn.Module):
         w = self.weights
         parts: dict[str, torch.Tensor] = {}
         terms = self._branch("np", outputs["np"], targets["np"], parts)
-        terms += self._branch("tp", outputs["tp"], targets["tp"], parts)
+        tp_logits, tp_labels = outputs["tp"], targets["tp"]
+        valid = targets.get("tp_valid")
+        if valid is not None:
+            valid = _check_valid(valid, tp_logits.shape[0])
+            if not bool(valid.all()):
+                tp_logits, tp_labels = tp_logits[valid], tp_labels[valid]
+        if tp_logits.shape[0]:
+            terms += self._branch("tp", tp_logits, tp_labels, parts)
         hv_pred, hv_true = outputs["hv"], targets["hv"]
         if w.hv_mse:
             parts["hv_mse"] = (v := mse_loss(hv_pred, hv_true)).detach()

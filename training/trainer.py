@@ -48,14 +48,16 @@ import torch.nn.functional as F  # noqa: N812
 from tqdm.auto import tqdm
 
 from hvx.bundle import save_bundle
-from hvx.metrics import conic_scores
+from hvx.metrics import conic_scores, pq_stats
 from hvx.model import HoVerNet, HoVerNetInference, create_model
+from hvx.model._net import rebalance_for_fp16
 from hvx.postprocess import postprocess
 from hvx.preprocess import IMPLS, preprocess
 from hvx.training.augment import Augmenter
 from hvx.training.checkpoint import load_checkpoint, save_checkpoint
 from hvx.training.config import TrainConfig, dump_config
 from hvx.training.data import TileDataset, load_dataset, split_by_source
+from hvx.training.datasets import SplitDataset, parse_specs, split_datasets
 from hvx.training.finetune import FinetuneSource, check_parent, read_finetune_weights
 from hvx.training.losses import HoVerLoss
 from hvx.training.sam import SAM
@@ -132,28 +134,39 @@ class TrainTiles(torch.utils.data.Dataset):
     training device (the same ``hvx.preprocess.preprocess`` as inference).
 
     Args:
-        ds: The training tiles.
+        ds: The training tiles, or a list of datasets (tile sizes may differ between
+            them): index i runs over their tiles in order.
         augmenter: The augmentation.
         crop_size: Edge of the square crop (<= tile size).
         seed: Run seed.
 
     ``__getitem__((epoch, i))`` returns ``{"image": Tensor[H, W, 3] uint8,
-    "np": Tensor[H, W] int64, "hv": Tensor[2, H, W] float32, "tp": Tensor[H, W] int64}``.
+    "np": Tensor[H, W] int64, "hv": Tensor[2, H, W] float32, "tp": Tensor[H, W] int64,
+    "tp_valid": Tensor[] bool}`` (``tp_valid`` False: the tile has no class labels).
     """
 
-    def __init__(self, ds: TileDataset, augmenter: Augmenter, crop_size: int, seed: int) -> None:
-        h, w = ds.inst.shape[1:]
-        if crop_size > min(h, w):
-            raise ValueError(f"expected data.crop_size <= tile size {h}x{w}, got {crop_size}")
-        self.ds, self.augmenter, self.crop, self.seed = ds, augmenter, crop_size, seed
+    def __init__(
+        self, ds: TileDataset | list[TileDataset], augmenter: Augmenter, crop_size: int, seed: int
+    ) -> None:
+        self.parts = [ds] if isinstance(ds, TileDataset) else list(ds)
+        for part in self.parts:
+            h, w = part.inst.shape[1:]
+            if crop_size > min(h, w):
+                raise ValueError(f"expected data.crop_size <= tile size {h}x{w}, got {crop_size}")
+        self.ds = self.parts[0]
+        self.sizes = [len(p) for p in self.parts]
+        self.offsets = np.cumsum([0, *self.sizes])
+        self.augmenter, self.crop, self.seed = augmenter, crop_size, seed
 
     def __len__(self) -> int:
-        return len(self.ds.images)
+        return int(self.offsets[-1])
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, i = key
         rng = np.random.default_rng([self.seed, epoch, i])
-        image, inst, cls = self.augmenter(self.ds.images[i], self.ds.inst[i], self.ds.cls[i], rng)
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        part, j = self.parts[k], i - int(self.offsets[k])
+        image, inst, cls = self.augmenter(part.images[j], part.inst[j], part.cls[j], rng)
         h, w = inst.shape
         y0 = int(rng.integers(0, h - self.crop + 1))
         x0 = int(rng.integers(0, w - self.crop + 1))
@@ -165,6 +178,7 @@ class TrainTiles(torch.utils.data.Dataset):
             "np": torch.from_numpy(np.ascontiguousarray(t["np"], dtype=np.int64)),
             "hv": torch.from_numpy(np.ascontiguousarray(t["hv"], dtype=np.float32)),
             "tp": torch.from_numpy(np.ascontiguousarray(t["tp"], dtype=np.int64)),
+            "tp_valid": torch.tensor(bool(part.typed[j])),  # type: ignore[index]
         }
 
 
@@ -180,20 +194,57 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def weighted_order(sizes: list[int], weights: list[float], seed: int, epoch: int) -> torch.Tensor:
+    """A pass over several datasets drawn by weight, from ``(seed, epoch)``.
+
+    The pass has ``sum(sizes)`` keys; dataset k gets a share ``weights[k] /
+    sum(weights)`` of them (largest remainder), taken from consecutive
+    permutations of its tiles (so no tile repeats before all were seen), and
+    the keys of all datasets are shuffled together. Indices are global (dataset
+    k's tiles follow those of datasets 0..k-1). One dataset: ``epoch_order``.
+    """
+    if len(sizes) == 1:
+        return epoch_order(sizes[0], seed, epoch)
+    from hvx.training.data import _allocate
+
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1))
+    counts = _allocate([float(w) for w in weights], sum(sizes))
+    keys, offset = [], 0
+    for n, c in zip(sizes, counts, strict=True):
+        reps = [torch.randperm(n, generator=g) for _ in range(-(-c // n))] if n else []
+        if reps:
+            keys.append(torch.cat(reps)[:c] + offset)
+        offset += n
+    allk = torch.cat(keys)
+    return allk[torch.randperm(len(allk), generator=g)]
+
+
 class _EpochBatches(torch.utils.data.Sampler):
     """Batches of ``(pass, index)`` keys of one epoch, from step ``start`` on.
 
     An epoch is ``repeats`` passes over the tiles, pass ``epoch * repeats + r``
     each in its own order; with ``repeats=1`` a key is ``(epoch, index)``.
+    With several datasets (``sizes``, ``weights``) a pass is :func:`weighted_order`.
     """
 
     def __init__(
-        self, n: int, batch_size: int, seed: int, epoch: int, start: int, repeats: int = 1
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        start: int,
+        repeats: int = 1,
+        sizes: list[int] | None = None,
+        weights: list[float] | None = None,
     ) -> None:
+        sizes = [n] if sizes is None else sizes
+        weights = [1.0] * len(sizes) if weights is None else weights
         keys = [
             (p, i)
             for p in range(epoch * repeats, (epoch + 1) * repeats)
-            for i in epoch_order(n, seed, p).tolist()
+            for i in weighted_order(sizes, weights, seed, p).tolist()
         ]
         steps = len(keys) // batch_size
         self.batches = [keys[s * batch_size : (s + 1) * batch_size] for s in range(start, steps)]
@@ -231,7 +282,10 @@ def evaluate(
         preprocess_impl: ``hvx.preprocess.preprocess``'s ``impl``.
 
     Returns:
-        ``{"pq": binary PQ, "mpq_plus": mPQ+, "pq_plus": [per class], "tiles": N}``.
+        ``{"pq": binary PQ, "mpq_plus": mPQ+, "pq_plus": [per class], "tiles": N}``;
+        for tiles without class labels (``ds.typed`` False) ``{"pq", "dq", "sq",
+        "tiles"}`` (per-image binary values, averaged). Images larger than
+        256 x 256 go in proportionally smaller batches (at least one).
     """
     was_training = model.training
     model.eval()
@@ -239,9 +293,10 @@ def evaluate(
     num_classes = len(ds.class_names)
     preds = []
     m = model.size_multiple
+    bs = max(1, config.val_batch_size * 256 * 256 // int(np.prod(ds.inst.shape[1:])))
     try:
-        for s in range(0, len(ds.images), config.val_batch_size):
-            imgs = torch.from_numpy(ds.images[s : s + config.val_batch_size]).to(device)
+        for s in range(0, len(ds.images), bs):
+            imgs = torch.from_numpy(ds.images[s : s + bs]).to(device)
             x = preprocess(
                 imgs, config.preprocess, device=device, dtype=torch.float32, impl=preprocess_impl
             )
@@ -258,6 +313,14 @@ def evaluate(
     finally:
         model.train(was_training)
     pred = np.concatenate(preds)
+    if not ds.typed.all():  # type: ignore[union-attr]
+        stats = [pq_stats(ds.inst[i], pred[i, ..., 0]) for i in range(len(pred))]
+        return {
+            "pq": float(np.mean([st.pq for st in stats])),
+            "dq": float(np.mean([st.dq for st in stats])),
+            "sq": float(np.mean([st.sq for st in stats])),
+            "tiles": len(ds.images),
+        }
     true = np.stack([ds.inst.astype(np.int32), ds.cls.astype(np.int32)], axis=-1)
     scores = conic_scores(true, pred, num_classes=num_classes)
     return {
@@ -265,6 +328,40 @@ def evaluate(
         "mpq_plus": float(scores.mpq_plus),
         "pq_plus": [float(v) for v in np.asarray(scores.pq_plus).ravel()],
         "tiles": len(ds.images),
+    }
+
+
+def _combine(per: dict[str, dict]) -> dict[str, Any]:
+    """One validation record from per-dataset ones.
+
+    One dataset: its record. Several: ``pq`` is the mean of their binary PQs,
+    ``mpq_plus``/``pq_plus`` come from the datasets with class labels (mean /
+    the first), and ``datasets`` keeps every record.
+    """
+    if len(per) == 1:
+        return dict(next(iter(per.values())))
+    typed = [m for m in per.values() if "mpq_plus" in m]
+    return {
+        "pq": float(np.mean([m["pq"] for m in per.values()])),
+        "mpq_plus": float(np.mean([m["mpq_plus"] for m in typed])) if typed else 0.0,
+        "pq_plus": typed[0]["pq_plus"] if typed else [],
+        "tiles": sum(m["tiles"] for m in per.values()),
+        "datasets": per,
+    }
+
+
+def _scaled(ds: TileDataset, dc: Any) -> TileDataset:
+    return _resize_tiles(ds, dc.scale) if dc.scale != 1.0 else ds
+
+
+def _part_record(p: SplitDataset) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "weight": p.weight,
+        "typed": p.typed,
+        "train_tiles": len(p.train),
+        "val_images": len(p.val),
+        "val_sources": sorted(set(p.val.sources)),
     }
 
 
@@ -338,21 +435,13 @@ class Trainer:
         self.max_minutes = max_minutes
         self.resume = resume
         self.progress = progress
-        self.data_source = str(data) if not isinstance(data, TileDataset) else "<in memory>"
-        ds = load_dataset(data) if not isinstance(data, TileDataset) else data
-        ds, self.class_names = prepare_dataset(ds, config)
-        train_idx, val_idx = split_by_source(
-            ds.sources, val_fraction=config.data.val_fraction, seed=config.data.split_seed
-        )
-        if config.data.max_train_tiles is not None:
-            train_idx = train_idx[: config.data.max_train_tiles]
-        if config.data.max_val_tiles is not None:
-            val_idx = val_idx[: config.data.max_val_tiles]
-        self.train_ds, self.val_ds = ds.subset(train_idx), ds.subset(val_idx)
-        if len(self.train_ds.images) < config.batch_size:
+        self.parts = self._load_parts(config, data)
+        typed = [p for p in self.parts if p.typed]
+        self.train_ds, self.val_ds = self.parts[0].train, (typed or self.parts)[0].val
+        n_train = sum(len(p.train) for p in self.parts)
+        if n_train < config.batch_size:
             raise ValueError(
-                f"expected at least batch_size={config.batch_size} training tiles, "
-                f"got {len(self.train_ds.images)}"
+                f"expected at least batch_size={config.batch_size} training tiles, got {n_train}"
             )
         if config.optim.budget_decay is not None and max_minutes is None:
             raise ValueError(
@@ -379,7 +468,11 @@ class Trainer:
             self.finetune_source = read_finetune_weights(
                 config.model.finetune_from, self.model, config.model.variant
             )
-            check_parent(self.finetune_source, set(self.val_ds.sources), tuple(self.class_names))
+            parent = set(self.finetune_source.get("val_sources") or ())
+            mine = [set(p.val.sources) for p in self.parts]
+            # the parent's dataset: the one holding its held-out images (else all)
+            same = [v for v in mine if v & parent] or mine
+            check_parent(self.finetune_source, set().union(*same), tuple(self.class_names))
         self.model.to(self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -407,7 +500,10 @@ class Trainer:
         )
         self.sam = SAM(self.optimizer, rho=oc.rho, scaler=self.scaler) if oc.sam else None
         self.tiles = TrainTiles(
-            self.train_ds, Augmenter(config.augment), config.data.crop_size, config.seed
+            [p.train for p in self.parts],
+            Augmenter(config.augment),
+            config.data.crop_size,
+            config.seed,
         )
         self.steps_per_epoch = len(self.tiles) * config.data.epoch_repeats // config.batch_size
         # run state (what a checkpoint restores)
@@ -419,6 +515,48 @@ class Trainer:
         self.train_seconds = 0.0
         self.budget_decayed = False
         self._stop: str | None = None
+
+    def _load_parts(self, config: TrainConfig, data: Any) -> list[SplitDataset]:
+        """The run's datasets, split (``data.datasets``, or ``data`` alone)."""
+        dc = config.data
+        if dc.datasets is not None:
+            if data is not None:
+                raise ValueError(
+                    "expected either data (--data) or data.datasets in the config, got both"
+                )
+            specs = parse_specs(dc.datasets)
+            self.data_source = ", ".join(s.path for s in specs)
+
+            def prepare(ds: TileDataset) -> TileDataset:
+                return prepare_dataset(ds, config)[0] if ds.typed.all() else _scaled(ds, dc)
+
+            parts = split_datasets(
+                specs, val_fraction=dc.val_fraction, seed=dc.split_seed, prepare=prepare
+            )
+            typed = [p for p in parts if p.typed]
+            if not typed:
+                raise ValueError("expected at least one dataset with class labels, got none")
+            names = {p.val.class_names for p in typed}
+            if len(names) > 1:
+                raise ValueError(f"expected one set of class names over datasets, got {names}")
+            self.class_names = typed[0].val.class_names
+        else:
+            if data is None:
+                raise ValueError("expected a dataset (--data) or data.datasets in the config")
+            self.data_source = str(data) if not isinstance(data, TileDataset) else "<in memory>"
+            ds = load_dataset(data) if not isinstance(data, TileDataset) else data
+            ds, self.class_names = prepare_dataset(ds, config)
+            train_idx, val_idx = split_by_source(
+                ds.sources, val_fraction=dc.val_fraction, seed=dc.split_seed
+            )
+            name = Path(self.data_source).name
+            parts = [SplitDataset(name, ds.subset(train_idx), ds.subset(val_idx), 1.0, True)]
+        for p in parts:
+            if dc.max_train_tiles is not None:
+                p.train = p.train.subset(np.arange(min(len(p.train), dc.max_train_tiles)))
+            if dc.max_val_tiles is not None:
+                p.val = p.val.subset(np.arange(min(len(p.val), dc.max_val_tiles)))
+        return parts
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -504,6 +642,8 @@ class Trainer:
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         targets = {k: batch[k].to(dev) for k in ("np", "hv", "tp")}
+        if "tp_valid" in batch:
+            targets["tp_valid"] = batch["tp_valid"].to(dev)
         parts: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
@@ -529,7 +669,14 @@ class Trainer:
     def _loader(self, epoch: int, start: int) -> torch.utils.data.DataLoader:
         cfg = self.config
         sampler = _EpochBatches(
-            len(self.tiles), cfg.batch_size, cfg.seed, epoch, start, cfg.data.epoch_repeats
+            len(self.tiles),
+            cfg.batch_size,
+            cfg.seed,
+            epoch,
+            start,
+            cfg.data.epoch_repeats,
+            sizes=self.tiles.sizes,
+            weights=[p.weight for p in self.parts],
         )
         return torch.utils.data.DataLoader(
             self.tiles,
@@ -548,15 +695,19 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _validate(self) -> dict:
-        metrics = evaluate(
-            self.model,
-            self.val_ds,
-            self.config,
-            self.device,
-            amp=self.amp,
-            amp_dtype=self.config.amp_dtype,
-            preprocess_impl=self.preprocess_impl,
-        )
+        per = {
+            p.name: evaluate(
+                self.model,
+                p.val,
+                self.config,
+                self.device,
+                amp=self.amp,
+                amp_dtype=self.config.amp_dtype,
+                preprocess_impl=self.preprocess_impl,
+            )
+            for p in self.parts
+        }
+        metrics = _combine(per)
         metrics.update(epoch=self.epoch, global_step=self.global_step)
         self.history.append(metrics)
         key = self.config.best_metric
@@ -566,9 +717,10 @@ class Trainer:
                 self.ckpt_dir / "best.safetensors", model=self.model, state=self._state()
             )
         self._log({"event": "validation", **metrics})
+        each = "".join(f"  {n} PQ {m['pq']:.4f}" for n, m in metrics.get("datasets", {}).items())
         self._write(
             f"epoch {self.epoch}: PQ {metrics['pq']:.4f}  mPQ+ {metrics['mpq_plus']:.4f}  "
-            f"(best {key} {self.best[key]:.4f})"
+            f"(best {key} {self.best[key]:.4f}){each}"
         )
         return metrics
 
@@ -709,19 +861,24 @@ class Trainer:
         else:
             model.load_state_dict({k: v.cpu() for k, v in self.model.state_dict().items()})
             weights = "last"
+        # same function, BatchNorm statistics inside float16's range (fp16 inference)
+        rebalanced = rebalance_for_fp16(model.eval())
         from hvx.bench.harness import provenance
 
+        multi = self.config.data.datasets is not None
         prov = {
             "config": cfg.to_dict(),
             "data": {
                 "source": self.data_source,
-                "train_tiles": len(self.train_ds.images),
-                "val_tiles": len(self.val_ds.images),
-                "val_sources": sorted(set(self.val_ds.sources)),
+                "train_tiles": sum(len(p.train) for p in self.parts),
+                "val_tiles": sum(len(p.val) for p in self.parts),
+                "val_sources": sorted({s for p in self.parts for s in p.val.sources}),
+                **({"datasets": [_part_record(p) for p in self.parts]} if multi else {}),
             },
             "seed": cfg.seed,
             "finetuned_from": self.finetune_source,
             "weights": weights,
+            "fp16_rebalanced": rebalanced,
             "epochs_done": self.epoch,
             "global_step": self.global_step,
             "train_seconds": round(self.train_seconds, 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import torch
 from torch import nn
@@ -15,9 +16,14 @@ __all__ = [
     "HoVerNetInference",
     "VariantSpec",
     "create_model",
+    "fp16_unsafe_batchnorms",
     "get_variant",
     "list_variants",
+    "rebalance_for_fp16",
 ]
+
+#: Largest finite float16 value.
+FP16_MAX = 65504.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,3 +314,82 @@ def create_model(
 
         model.init_report = load_encoder_checkpoint(model, init_from)
     return model
+
+
+def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
+    """``(bn name, conv, bn)``: each Conv2d directly followed by a BatchNorm2d in a Sequential."""
+    pairs = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Sequential):
+            continue
+        kids = list(mod.named_children())
+        for (_, a), (bn_name, b) in itertools.pairwise(kids):
+            if (
+                isinstance(a, nn.Conv2d)
+                and isinstance(b, nn.BatchNorm2d)
+                and b.running_var is not None
+                and a.out_channels == b.num_features
+            ):
+                pairs.append((f"{name}.{bn_name}" if name else bn_name, a, b))
+    return pairs
+
+
+def fp16_unsafe_batchnorms(model: nn.Module, limit: float = FP16_MAX / 16) -> list[str]:
+    """BatchNorm layers whose running statistics break float16 inference.
+
+    A BatchNorm's running variance above float16's largest value (65504) turns
+    into ``inf`` when the model is cast to float16, and the layer then outputs
+    its bias alone. That is what broke the first default models' fp16 maps (a
+    decoder convolution of large ConvNeXt features, variance ~3e5). Layers at
+    ``limit`` (default 4094, a 16x margin) or above are reported, as is any
+    running mean beyond ``limit``.
+
+    Returns:
+        Names of the offending ``BatchNorm2d`` modules (empty: fp16-safe statistics).
+    """
+    bad = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.BatchNorm2d) and mod.running_var is not None:
+            v = mod.running_var.detach().float()
+            m = mod.running_mean.detach().float()
+            if not torch.isfinite(v).all() or v.max() >= limit or m.abs().max() >= limit:
+                bad.append(name)
+    return bad
+
+
+@torch.no_grad()
+def rebalance_for_fp16(model: nn.Module, max_var: float = 1024.0) -> list[str]:
+    """Rescales conv -> BatchNorm pairs so their statistics fit float16; same function.
+
+    For every output channel c whose running variance ``v_c`` exceeds ``max_var``,
+    with ``s_c = sqrt(v_c / max_var)``: the convolution's weights (and bias) of
+    channel c are divided by ``s_c``, the BatchNorm's running mean by ``s_c`` and
+    its running variance by ``s_c**2``. In eval mode the layer pair computes
+    ``(conv(x)/s - m/s) / sqrt(v/s^2 + eps) = (conv(x) - m) / sqrt(v + eps s^2)``,
+    the original up to ``eps s^2`` next to ``v`` (relative change < 1e-6 for the
+    default ``eps``); the convolution's outputs shrink by ``s_c`` too, so they stay
+    far inside float16's range. Call it in eval mode (a training step re-estimates
+    the statistics). Idempotent.
+
+    Args:
+        model: Modified in place.
+        max_var: Target bound of the running variances.
+
+    Returns:
+        Names of the BatchNorm modules that were rescaled.
+    """
+    changed = []
+    for name, conv, bn in _conv_bn_pairs(model):
+        v = bn.running_var.float()
+        s = torch.where(v > max_var, torch.sqrt(v / max_var), torch.ones_like(v))
+        if not bool((s > 1).any()):
+            continue
+        w = conv.weight
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        conv.weight.copy_((w.float() / s.view(shape)).to(w.dtype))
+        if conv.bias is not None:
+            conv.bias.copy_((conv.bias.float() / s).to(conv.bias.dtype))
+        bn.running_mean.copy_((bn.running_mean.float() / s).to(bn.running_mean.dtype))
+        bn.running_var.copy_((v / s**2).to(bn.running_var.dtype))
+        changed.append(name)
+    return changed
