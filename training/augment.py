@@ -397,8 +397,13 @@ def rgb_to_hed(image: np.ndarray) -> np.ndarray:
     """
     if image.dtype != np.uint8 or image.shape[-1:] != (3,):
         raise ValueError(f"image: expected uint8 [..., 3], got {image.dtype} {image.shape}")
+    return np.maximum(_stains(image), 0.0)
+
+
+def _stains(image: np.ndarray) -> np.ndarray:
+    """Unclamped stain densities: ``rgb_to_hed`` before its clamp at 0 (exactly invertible)."""
     lut = np.log(np.maximum(np.arange(256) / 255.0, 1e-6)) / _LOG_ADJUST
-    return np.maximum(lut[image] @ HED_FROM_RGB, 0.0)
+    return lut[image] @ HED_FROM_RGB
 
 
 def hed_to_rgb(hed: np.ndarray) -> np.ndarray:
@@ -419,6 +424,10 @@ def hed_to_rgb(hed: np.ndarray) -> np.ndarray:
 def hed_jitter(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Scales and shifts each stain's optical density: ``hed * scale + shift``.
 
+    The densities are ``rgb_to_hed``'s before its clamp at 0 (colours outside the
+    H-E-DAB cone have a negative component), so scale 1 and shift 0 give the
+    image back (up to rounding) instead of shifting such colours.
+
     Args:
         image: ndarray[H, W, 3] uint8 RGB.
         scale: (3,) factors for H, E, DAB.
@@ -427,7 +436,9 @@ def hed_jitter(image: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.nd
     Returns:
         ndarray[H, W, 3] uint8 RGB (rounded).
     """
-    hed = rgb_to_hed(image) * np.asarray(scale, np.float64) + np.asarray(shift, np.float64)
+    if image.dtype != np.uint8 or image.shape[-1:] != (3,):
+        raise ValueError(f"image: expected uint8 [..., 3], got {image.dtype} {image.shape}")
+    hed = _stains(image) * np.asarray(scale, np.float64) + np.asarray(shift, np.float64)
     return np.rint(hed_to_rgb(hed) * 255.0).astype(np.uint8)
 
 

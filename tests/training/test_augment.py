@@ -288,3 +288,99 @@ def test_input_errors():
         aug(image, inst, cls.astype(float), rng)
     with pytest.raises(TypeError, match="config: expected an AugmentConfig, got dict"):
         Augmenter({})
+
+
+# ---- stain and scanner variation --------------------------------------------------------
+
+
+def test_hed_conversions_match_scikit_image():
+    color = pytest.importorskip("skimage.color", reason="scikit-image is in the test extra")
+    from hvx.training.augment import hed_to_rgb, rgb_to_hed
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    img[0, :3] = [[0, 0, 0], [255, 255, 255], [0, 255, 7]]  # log(0) handling, white
+    np.testing.assert_allclose(rgb_to_hed(img), color.rgb2hed(img), rtol=0, atol=1e-12)
+    hed = color.rgb2hed(img) * rng.uniform(0.5, 1.5, 3) + rng.uniform(-0.05, 0.05, 3)
+    np.testing.assert_allclose(hed_to_rgb(hed), color.hed2rgb(hed), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"expected uint8 \[..., 3\]"):
+        rgb_to_hed(img.astype(np.float32))
+    with pytest.raises(ValueError, match=r"hed: expected \[..., 3\]"):
+        hed_to_rgb(np.zeros((4, 2)))
+
+
+def test_hed_jitter_identity_and_direction():
+    from hvx.training.augment import hed_jitter
+
+    image, _, _ = _tile(3)
+    same = hed_jitter(image, np.ones(3), np.zeros(3))
+    # unclamped densities: the identity jitter gives the image back (black stays black:
+    # it is clipped at 1e-6 before the log, as in scikit-image)
+    assert np.abs(same.astype(int) - image).max() <= 1
+    # more haematoxylin: darker red channel (H absorbs red most)
+    h_up = hed_jitter(image, np.array([1.5, 1.0, 1.0]), np.zeros(3))
+    assert h_up[..., 0].mean() < same[..., 0].mean()
+
+
+def test_jpeg_and_hed_in_the_augmenter_are_deterministic_and_image_only():
+    cfg = AugmentConfig(
+        affine=False,
+        flip_lr=0,
+        flip_ud=0,
+        blur_noise=False,
+        colour=False,
+        hed=True,
+        jpeg=True,
+        jpeg_p=1.0,
+        jpeg_quality=(20, 20),
+    )
+    image, inst, cls = _tile(4)
+    a = Augmenter(cfg)(image, inst, cls, np.random.default_rng(7))
+    b = Augmenter(cfg)(image, inst, cls, np.random.default_rng(7))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert np.array_equal(a[1], inst) and np.array_equal(a[2], cls)
+    assert a[0].dtype == np.uint8 and a[0].shape == image.shape
+    assert np.abs(a[0].astype(int) - image).mean() > 5  # quality 20 on noise: visible
+
+
+def test_jpeg_roundtrip_quality():
+    from hvx.training.augment import jpeg_roundtrip
+
+    image, _, _ = _tile(5)
+    smooth = cv2.GaussianBlur(image, (9, 9), 3)
+    hi = np.abs(jpeg_roundtrip(smooth, 95).astype(int) - smooth).mean()
+    lo = np.abs(jpeg_roundtrip(smooth, 10).astype(int) - smooth).mean()
+    assert hi < lo
+
+
+def test_isotropic_scale_draws_one_factor(monkeypatch):
+    import hvx.training.augment as aug
+
+    seen = []
+    real = aug.affine_matrix
+
+    def spy(shape, **kw):
+        seen.append(kw["scale"])
+        return real(shape, **kw)
+
+    monkeypatch.setattr(aug, "affine_matrix", spy)
+    image, inst, cls = _tile(6)
+    for s in range(5):
+        Augmenter(AugmentConfig(scale_isotropic=True, scale=(0.7, 1.4)))(
+            image, inst, cls, np.random.default_rng(s)
+        )
+        Augmenter(AugmentConfig(scale=(0.7, 1.4)))(image, inst, cls, np.random.default_rng(s))
+    iso, aniso = seen[0::2], seen[1::2]
+    assert all(sx == sy and 0.7 <= sx <= 1.4 for sx, sy in iso)
+    assert any(sx != sy for sx, sy in aniso)
+
+
+def test_stain_options_validation():
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        AugmentConfig(jpeg_quality=(0, 50))
+    with pytest.raises(ValueError, match="jpeg_p"):
+        AugmentConfig(jpeg_p=1.5)
+    with pytest.raises(ValueError, match="hed_scale"):
+        AugmentConfig(hed_scale=(-1.0, 1.0))
+    d = AugmentConfig(hed=True, jpeg=True).to_dict()
+    assert AugmentConfig.from_dict(d) == AugmentConfig(hed=True, jpeg=True)

@@ -279,3 +279,59 @@ def test_bad_inputs_raise():
                 "tp": torch.zeros(1, 3, 3, dtype=torch.long),
             },
         )
+
+
+def _masked_case(seed=3):
+    rng = np.random.default_rng(seed)
+    out = {
+        "np": torch.from_numpy(rng.normal(size=(3, 2, 6, 6)).astype(np.float32)),
+        "hv": torch.from_numpy(rng.normal(size=(3, 2, 6, 6)).astype(np.float32)),
+        "tp": torch.from_numpy(rng.normal(size=(3, 4, 6, 6)).astype(np.float32)),
+    }
+    tp = torch.from_numpy(rng.integers(0, 4, size=(3, 6, 6)))
+    tgt = {
+        "np": (tp > 0).long(),
+        "hv": torch.from_numpy(rng.uniform(-1, 1, size=(3, 2, 6, 6)).astype(np.float32)),
+        "tp": tp,
+    }
+    return out, tgt
+
+
+def test_tp_valid_masks_untyped_samples_out_of_the_type_losses():
+    out, tgt = _masked_case()
+    w = LossWeights(np_ce=1, np_ufl=0, np_dice=1, tp_ce=1, tp_ufl=1, tp_dice=1)
+    valid = torch.tensor([True, False, True])
+    total, parts = HoVerLoss(w)(out, {**tgt, "tp_valid": valid})
+    # the tp terms are those of the typed samples alone ...
+    p_tp = torch.softmax(out["tp"][valid], 1)
+    oh = one_hot(tgt["tp"][valid], 4)
+    assert parts["tp_ce"].item() == pytest.approx(xentropy_loss(p_tp, oh).item(), rel=1e-6)
+    assert parts["tp_dice"].item() == pytest.approx(dice_loss(p_tp, oh).item(), rel=1e-6)
+    # ... np and hv still use every sample
+    full_total, full_parts = HoVerLoss(w)(out, tgt)
+    assert parts["np_ce"] == full_parts["np_ce"] and parts["hv_mse"] == full_parts["hv_mse"]
+    assert total.item() != pytest.approx(full_total.item())
+    # the untyped sample's type labels (e.g. all background) change nothing
+    other = tgt["tp"].clone()
+    other[1] = 0
+    again, _ = HoVerLoss(w)(out, {**tgt, "tp": other, "tp_valid": valid})
+    assert again.item() == pytest.approx(total.item(), rel=1e-7)
+    # and its tp logits get no gradient
+    logits = out["tp"].clone().requires_grad_(True)
+    HoVerLoss(w)({**out, "tp": logits}, {**tgt, "tp_valid": valid})[0].backward()
+    assert logits.grad[1].abs().max() == 0 and logits.grad[0].abs().max() > 0
+
+
+def test_tp_valid_all_false_and_all_true():
+    out, tgt = _masked_case()
+    w = LossWeights()
+    none, parts = HoVerLoss(w)(out, {**tgt, "tp_valid": torch.zeros(3, dtype=torch.bool)})
+    assert not any(k.startswith("tp_") for k in parts)
+    no_tp = LossWeights(tp_ce=0, tp_ufl=0, tp_dice=0)
+    assert none.item() == pytest.approx(HoVerLoss(no_tp)(out, tgt)[0].item(), rel=1e-7)
+    every, _ = HoVerLoss(w)(out, {**tgt, "tp_valid": torch.ones(3, dtype=torch.bool)})
+    assert every.item() == HoVerLoss(w)(out, tgt)[0].item()
+    with pytest.raises(ValueError, match=r"tp_valid: expected a bool tensor of shape \(3,\)"):
+        HoVerLoss(w)(out, {**tgt, "tp_valid": torch.ones(2, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="tp_valid: expected a bool tensor"):
+        HoVerLoss(w)(out, {**tgt, "tp_valid": torch.ones(3)})
