@@ -223,6 +223,11 @@ class Engine:
 
     @classmethod
     def _load_plan(cls, path: Path, backend: str, dev: str) -> Engine:
+        if path.suffix != ".plan" and not Path(f"{path}.json").is_file():
+            raise ValueError(
+                "expected a model bundle folder (model.json + weights.safetensors) or a "
+                f"TensorRT .plan file, got the file {path}"
+            )
         if backend not in ("auto", "tensorrt"):
             raise ValueError(
                 f"expected backend 'auto' or 'tensorrt' for a plan file, got {backend!r}"

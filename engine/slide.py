@@ -440,8 +440,19 @@ def open_image(
         return TiffReader(p, mpp=mpp)
     if level:
         raise SlideReadError(f"expected level 0 for a plain image, got level {level}")
+    from hvx.io.readers import MAX_DECODE_PIXELS, image_size
+
+    size = image_size(p)
+    if size is not None and size[0] * size[1] > MAX_DECODE_PIXELS:
+        raise SlideReadError(
+            f"expected a PNG/JPEG of at most {MAX_DECODE_PIXELS} pixels (decoded whole), got "
+            f"{size[1]} x {size[0]} in {p}; convert it to a tiled TIFF, read region by region"
+        )
     data = np.fromfile(p, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as e:
+        raise SlideReadError(f"expected a decodable PNG/JPEG, got {p}: {e.err}") from None
     if img is None:
         raise SlideReadError(f"expected a PNG/JPEG/TIFF image or a slide, got {p}")
     return ArrayReader(np.ascontiguousarray(img[..., ::-1]), mpp=mpp)

@@ -83,6 +83,10 @@ def read_counts_csv(path: str | os.PathLike) -> np.ndarray:
 
 
 def _load_maps(path: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"expected a .npy file (NumPy array format), got {path}")
     return np.load(path, allow_pickle=False)
 
 
@@ -96,11 +100,12 @@ def _table(columns: dict[str, float]) -> str:
 
 
 def _write_json(path: str, doc: dict) -> None:
+    from hvx.io.writers import atomic_write
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, out)
+    if out.is_dir():
+        raise ValueError(f"expected --json to name a file, got a folder: {out}")
+    atomic_write(out, json.dumps(doc, indent=2) + "\n")  # temp file (O_EXCL) + rename
 
 
 def _evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
@@ -145,14 +150,16 @@ def _evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
 def run(args: argparse.Namespace) -> int:
     """Computes and prints the metrics; returns 2 with a message on bad input."""
     try:
+        if args.json and Path(args.json).is_dir():  # refuse before the work
+            raise ValueError(f"expected --json to name a file, got a folder: {args.json}")
         doc, lines = _evaluate(args)
+        print("\n".join(lines))
+        if args.json:
+            doc["inputs"] = {
+                k: getattr(args, k) for k in ("pred", "true", "pred_counts", "true_counts")
+            }
+            _write_json(args.json, doc)
     except (ValueError, OSError) as err:
         print(f"hvx eval: error: {err}", file=sys.stderr)
         return 2
-    print("\n".join(lines))
-    if args.json:
-        doc["inputs"] = {
-            k: getattr(args, k) for k in ("pred", "true", "pred_counts", "true_counts")
-        }
-        _write_json(args.json, doc)
     return 0

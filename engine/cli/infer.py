@@ -84,22 +84,149 @@ def _write(engine, result, k: int, image, stem: str, out: Path, formats: list[st
             w.write_overlay(out / f"{stem}_overlay.png", image, table, engine.class_colors)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Processes every input; returns 0, 1 if any image failed, 2 for bad arguments."""
+#: Images whose network input (after rescaling to the model's mpp) has more pixels
+#: go through the tiled path in memory instead of one network call (~2.5 GB at 600 B/px).
+ONE_PASS_MAX_PIXELS = 2048 * 2048
+#: Name of the run record in an ``hvx infer`` output folder.
+RUN_RECORD = "hvx-run.json"
+_RECORD_KEYS = ("hvx", "model", "mpp")  # what a rerun into the same folder must share
+
+
+def _model_identity(model: Path | None) -> dict:
+    """Path-independent hash of the bundle's files (or of a .plan file and its sidecar)."""
+    import hashlib
+
+    from hvx.assets import default_model_path
+
+    path = Path(model) if model is not None else default_model_path()
+    h = hashlib.sha256()
+    files = sorted(path.iterdir()) if path.is_dir() else [path, Path(f"{path}.json")]
+    for f in files:
+        if f.is_file() and f.suffix in (".json", ".safetensors", ".onnx", ".plan"):
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
+                    h.update(chunk)
+    return {"name": path.name, "files_sha256": h.hexdigest()}
+
+
+def _check_record(args: argparse.Namespace, out: Path) -> dict:
+    """The run record for this command; refuses a folder holding another run's results.
+
+    Raises:
+        ValueError: ``out`` holds results of another model, ``--mpp`` or hvx version
+            (unless ``--overwrite``, which reprocesses every image).
+    """
+    import json
+
+    from hvx._version import __version__
+
+    record = {
+        "hvx": __version__,
+        "model": _model_identity(args.model),
+        "mpp": args.mpp,
+        "format": sorted(args.format),
+    }
+    path = out / RUN_RECORD
+    if path.is_file() and not args.overwrite:
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"expected a readable {path}, got {e}; use --overwrite") from e
+        diff = [k for k in _RECORD_KEYS if old.get(k) != record[k]]
+        if diff:
+            raise ValueError(
+                f"expected {out} to hold results of this model and settings, got another "
+                f"run's (differs in {', '.join(diff)}); use another --out, or --overwrite "
+                "to reprocess every image"
+            )
+        record["format"] = sorted(set(record["format"]) | set(old.get("format", [])))
+    return record
+
+
+def _write_record(out: Path, record: dict) -> None:
+    import json
+
+    from hvx.io.writers import atomic_write
+
+    atomic_write(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def _network_pixels(path: Path, engine, mpp: float | None) -> int | None:
+    """Pixels the network will see for ``path`` (header only), None when unreadable."""
+    from hvx.io.readers import image_size
+
+    size = image_size(path)
+    if size is None:
+        return None
+    scale = 1.0 if mpp is None else mpp / engine.mpp
+    return int(round(size[0] * scale) * round(size[1] * scale))
+
+
+def _infer_tiled(engine, image, args: argparse.Namespace):
+    """One image through the tiled path in memory, results at the input resolution.
+
+    The image is resized to the model's resolution, tiled (each network call sees
+    ``--batch-size`` tiles of ``--tile`` px), stitched, and the maps resized back
+    (nearest) with the table recomputed there -- as :meth:`Engine.infer` does for a
+    rescaled one-pass call.
+    """
+    import cv2
     import numpy as np
-    from tqdm import tqdm
 
+    from hvx.postprocess import instance_table
+    from hvx.results import BatchResult
+    from hvx.tiling import TilingConfig, infer_image
+    from hvx.tiling.budget import check_tiled_memory
+
+    check_tiled_memory(args.tile, args.batch_size, 32, limit_gb=args.max_memory_gb)
+    h, w = image.shape[:2]
+    scale = engine.scale or 1.0
+    saved, engine.input_mpp = engine.input_mpp, None  # tiles are at the model's mpp
+    try:
+        small = image
+        if scale != 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            small = cv2.resize(image, size, interpolation=interp)
+        config = TilingConfig(
+            tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, tissue=False
+        )
+        res = infer_image(engine, small, config=config)
+    finally:
+        engine.input_mpp = saved
+    inst, typ, table = res.inst, res.type, res.table()
+    if scale != 1.0:
+        inst = cv2.resize(inst, (w, h), interpolation=cv2.INTER_NEAREST)
+        typ = cv2.resize(typ, (w, h), interpolation=cv2.INTER_NEAREST)
+        prob = dict(zip(table.id.tolist(), table.type_prob.tolist(), strict=True))
+        table = instance_table(inst, typ)
+        table.type_prob = np.array(
+            [
+                prob.get(i, p)
+                for i, p in zip(table.id.tolist(), table.type_prob.tolist(), strict=True)
+            ],
+            dtype=table.type_prob.dtype,
+        )
+    return BatchResult(inst=inst[None], type=typ.astype(np.uint8)[None], tables=[table])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Processes every input; returns 0, 1 if any image failed, 2 for bad arguments.
+
+    Each file is isolated: a decoding, header, memory or backend error is reported
+    for that file and the others complete.
+    """
     from hvx.engine import Engine
-    from hvx.io import ImageReadError, find_images, read_image
-    from hvx.io.writers import output_paths
+    from hvx.io import find_images
 
-    if args.mpp is not None and not args.mpp > 0:
-        log.error("expected --mpp > 0 microns per pixel, got %s", args.mpp)
-        return 2
     if args.batch_size < 1:
         log.error("expected --batch-size >= 1, got %d", args.batch_size)
         return 2
     out: Path = args.out
+    if out.exists() and not out.is_dir():
+        log.error("expected --out to be a folder, got a file: %s", out)
+        return 2
     inputs = list(args.inputs)
     if args.samples:
         from hvx.assets import sample_paths
@@ -117,8 +244,14 @@ def run(args: argparse.Namespace) -> int:
                     f"two inputs share the output name {f.stem!r}: {stems[f.stem]}, {f}"
                 )
             stems[f.stem] = f
-        # ---- large images and slides go through the tiled path (hvx.cli.slide) ----
-        from hvx.cli.slide import is_large_input, run_large_inputs
+        if args.model is not None and args.model.is_file() and args.model.suffix != ".plan":
+            raise ValueError(
+                f"expected a model bundle folder (model.json + weights.safetensors) or a "
+                f"TensorRT .plan file for --model, got the file {args.model}"
+            )
+        record = _check_record(args, out)
+        from hvx.cli.slide import is_large_input
+        from hvx.io.writers import output_paths
 
         large = [f for f in files if is_large_input(f)]
         files = [f for f in files if f not in large]
@@ -128,65 +261,103 @@ def run(args: argparse.Namespace) -> int:
             if args.overwrite
             or not all(p.is_file() for p in output_paths(out, f.stem, args.format))
         ]
-        if todo or large or args.model is None or not args.model.exists():  # no load if done
+        engine = None
+        if todo or large:  # no load when everything is done
             engine = Engine.load(args.model, backend=args.backend, device=args.device)
-    except (FileNotFoundError, ValueError, ImportError, ConnectionError) as err:
+    except (FileNotFoundError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    done = 0
-    skipped = len(files) - len(todo)
+    _write_record(out, record)
     failed: list[tuple[Path, str]] = []
+    done = 0
     if large:  # tiled, streamed, resumable; one run folder per input
+        from hvx.cli.slide import run_large_inputs
+
         failed += run_large_inputs(args, engine, large, out)
         done += len(large) - len(failed)
-    if todo and args.mpp is not None:  # tiles: the engine rescales to the model's mpp
-        engine.input_mpp = args.mpp
+    done += _run_files(args, engine, todo, out, failed)
+    where = f" [{engine.backend} on {engine.device}]" if engine is not None else ""
+    print(
+        f"hvx infer: {done} processed, {len(files) - len(todo)} skipped (already done), "
+        f"{len(failed)} failed -> {out}{where}"
+    )
+    return 1 if failed else 0
+
+
+def _run_files(args, engine, todo: list[Path], out: Path, failed: list) -> int:
+    """Runs the plain images; appends ``(path, message)`` to ``failed``; returns the done count.
+
+    Images go one-pass in groups of one shape (at most ``--batch-size`` images and
+    :data:`ONE_PASS_MAX_PIXELS` network pixels per call), or tiled when one image
+    alone has more network pixels (after rescaling to the model's mpp).
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from hvx.io import read_image
+
+    if not todo:
+        return 0
+    engine.input_mpp = args.mpp  # tiles: the engine rescales to the model's mpp
+    done = 0
     pending: list[tuple[Path, np.ndarray]] = []
 
-    def flush() -> None:
+    def fail(path: Path, what: str, err: BaseException) -> None:
+        msg = " ".join(str(err).split()) or type(err).__name__
+        failed.append((path, f"{what}: {msg}"))
+        log.error("failed %s: %s: %s", path, what, msg)
+
+    def write(path: Path, img, result, k: int) -> None:
         nonlocal done
-        if not pending:
-            return
+        try:
+            _write(engine, result, k, img, path.stem, out, args.format)
+            done += 1
+        except (OSError, ValueError) as err:
+            fail(path, "writing results", err)
+
+    def flush() -> None:
         groups = [pending[:]] if len({img.shape for _, img in pending}) == 1 else []
         groups = groups or [[item] for item in pending]
         pending.clear()
         for group in groups:
             try:
                 result = engine.infer(np.stack([img for _, img in group]))
-            except (ValueError, RuntimeError) as err:
+            except Exception as err:
                 if len(group) > 1:  # isolate the bad image
                     groups.extend([item] for item in group)
                     continue
-                failed.append((group[0][0], str(err)))
-                log.error("failed %s: %s", group[0][0], err)
+                fail(group[0][0], "inference", err)
                 continue
             for k, (path, img) in enumerate(group):
-                try:
-                    _write(engine, result, k, img, path.stem, out, args.format)
-                    done += 1
-                except (OSError, ValueError) as err:
-                    failed.append((path, f"writing results failed: {err}"))
-                    log.error("failed %s: writing results: %s", path, err)
+                write(path, img, result, k)
 
+    scale2 = (engine.scale or 1.0) ** 2
     bar = tqdm(todo, unit="img", disable=args.no_progress or None, file=sys.stderr)
     for path in bar:
         try:
+            net = _network_pixels(path, engine, args.mpp)
+            if net is not None and net > ONE_PASS_MAX_PIXELS:  # refuse before decoding
+                from hvx.tiling.budget import check_tiled_image_memory
+
+                check_tiled_image_memory(net, args.tile, args.batch_size, args.max_memory_gb)
             img = read_image(path)
-        except ImageReadError as err:
-            failed.append((path, str(err)))
-            log.error("skipped %s: %s", path, err)
+        except Exception as err:
+            fail(path, "reading", err)
             continue
-        if pending and pending[0][1].shape != img.shape:
+        net = img.shape[0] * img.shape[1] * scale2
+        if net > ONE_PASS_MAX_PIXELS:
+            try:
+                write(path, img, _infer_tiled(engine, img, args), 0)
+            except Exception as err:
+                fail(path, "tiled inference", err)
+            continue
+        group_px = sum(i.shape[0] * i.shape[1] for _, i in pending) * scale2
+        if pending and (pending[0][1].shape != img.shape or group_px + net > ONE_PASS_MAX_PIXELS):
             flush()
         pending.append((path, img))
         if len(pending) >= args.batch_size:
             flush()
     flush()
     bar.close()
-    where = f" [{engine.backend} on {engine.device}]" if todo or large else ""
-    print(
-        f"hvx infer: {done} processed, {skipped} skipped (already done), {len(failed)} failed "
-        f"-> {out}{where}"
-    )
-    return 1 if failed else 0
+    return done

@@ -56,27 +56,41 @@ def add_tiling_arguments(p: argparse.ArgumentParser, *, common: bool = True) -> 
         common: Also add ``--tile-batch``, ``--overwrite`` and ``--no-progress``
             (``hvx infer`` has its own ``--batch-size``, ``--overwrite``, ``--no-progress``).
     """
+    from hvx.cli._checks import int_at_least, mpp_arg, positive_float
+
     g = p.add_argument_group("large images and slides")
-    g.add_argument("--level", type=int, default=None, help="slide pyramid level to read")
+    g.add_argument(
+        "--level", type=int_at_least(0), default=None, help="slide pyramid level to read"
+    )
     g.add_argument(
         "--mpp",
-        type=float,
+        type=mpp_arg,
         default=None,
         help="microns per pixel of the input (level 0): needed for slides without that "
         "metadata; for plain tiles at another resolution than the model's, hvx infer "
         "rescales them to the model and the results back",
     )
-    g.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    g.add_argument(
+        "--tile", type=int_at_least(16), default=256, help="tile size in pixels (default 256)"
+    )
     g.add_argument(
         "--overlap",
-        type=int,
+        type=int_at_least(0),
         default=64,
         help="tile overlap in pixels; must exceed the largest nucleus (default 64)",
     )
     g.add_argument("--no-tissue", action="store_true", help="run background tiles too")
     g.add_argument("--labels", action="store_true", help="also write a tiled label TIFF")
+    g.add_argument(
+        "--max-memory-gb",
+        type=positive_float,
+        default=None,
+        help="refuse a run whose memory estimate exceeds this (default: 80%% of RAM)",
+    )
     if common:
-        g.add_argument("--tile-batch", type=int, default=8, help="tiles per engine call")
+        g.add_argument(
+            "--tile-batch", type=int_at_least(1), default=8, help="tiles per engine call"
+        )
         g.add_argument(
             "--overwrite",
             action="store_true",
@@ -122,8 +136,11 @@ def run_tiled(
 
     from hvx.slide import open_image
     from hvx.tiling import TilingConfig, infer_slide
+    from hvx.tiling.budget import check_tiled_memory
     from hvx.tiling.pipeline import engine_mpp
 
+    batch = getattr(args, "tile_batch", None) or args.batch_size
+    check_tiled_memory(args.tile, batch, 32, limit_gb=getattr(args, "max_memory_gb", None))
     target = None if args.level is not None else engine_mpp(engine)
     reader = open_image(path, level=args.level, target_mpp=target, mpp=args.mpp)
     if target is None and args.level is None:
@@ -185,9 +202,6 @@ def run_large_inputs(args: argparse.Namespace, engine, large: list[Path], out: P
     Returns:
         ``(path, error message)`` for each input that failed.
     """
-    from hvx.slide import SlideReadError
-    from hvx.tiling import RunMismatchError
-
     formats = tuple(f for f in args.format if f in ("geojson", "csv"))
     if any(f in ("npy", "conic") for f in args.format):
         args.labels = True
@@ -195,7 +209,8 @@ def run_large_inputs(args: argparse.Namespace, engine, large: list[Path], out: P
     for path in large:
         try:
             run_tiled(args, engine, path, out / path.stem, formats=formats, stem=path.stem)
-        except (SlideReadError, RunMismatchError, OSError) as err:
-            failed.append((path, str(err)))
-            log.error("failed %s: %s", path, err)
+        except Exception as err:
+            msg = " ".join(str(err).split()) or type(err).__name__
+            failed.append((path, msg))
+            log.error("failed %s: %s", path, msg)
     return failed

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "find_images", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "find_images", "image_size", "read_image"]
 
 #: File suffixes (lower case) that ``find_images`` picks up in folders.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -16,6 +16,29 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 class ImageReadError(ValueError):
     """An image file is missing, unreadable or not an 8-bit grey/RGB/RGBA image."""
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(height, width)`` from the file header (pixels are not decoded); None if unreadable."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(p) as tif:
+                shape = tif.pages.first.shape
+            return int(shape[0]), int(shape[1])
+        from PIL import Image
+
+        with Image.open(p) as im:  # header only (no decompression-bomb check needed)
+            w, h = im.size
+        return int(h), int(w)
+    except Exception:
+        return None
+
+
+#: Largest image ``read_image`` decodes whole (OpenCV's own default limit, 2^30 px).
+MAX_DECODE_PIXELS = 1 << 30
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -38,8 +61,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"expected an image file, got a missing path: {path}")
+    size = image_size(path)
+    if size is not None and size[0] * size[1] > MAX_DECODE_PIXELS:
+        raise ImageReadError(
+            f"expected an image of at most {MAX_DECODE_PIXELS} pixels to decode whole, got "
+            f"{size[1]} x {size[0]} in {path} (a tiled TIFF is read region by region)"
+        )
     data = np.fromfile(path, dtype=np.uint8)  # also works for non-ASCII paths
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:
+        raise ImageReadError(f"expected a decodable image, got {path}: {e.err}") from None
     if img is None:
         raise ImageReadError(
             f"expected a PNG, JPEG or TIFF image, got a file OpenCV cannot decode: {path}"

@@ -25,6 +25,7 @@ __all__ = [
     "FORMATS",
     "atomic_write",
     "class_name",
+    "csv_cell",
     "geojson_features",
     "output_paths",
     "write_conic",
@@ -138,6 +139,19 @@ def write_conic(path: str | os.PathLike, inst: np.ndarray, type_map: np.ndarray)
     """Writes the CoNiC ``ndarray[H, W, 2] int32`` (channel 0 instance ids, 1 class)."""
     inst, type_map = _check_maps(inst, type_map)
     return write_npy(path, np.stack([inst, type_map], axis=-1).astype(np.int32))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell a spreadsheet will not run as a formula (OWASP CSV injection).
+
+    Cells starting with ``= + - @`` (or a tab / carriage return) get a leading
+    single quote, which spreadsheets show as text and hide.
+    """
+    text = str(text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def class_name(type_id: int, class_names: Sequence[str]) -> str | None:
@@ -259,7 +273,7 @@ def write_csv(path: str | os.PathLike, table, class_names: Sequence[str]) -> Pat
             [
                 int(table.id[k]),
                 t,
-                class_name(t, class_names) or "",
+                csv_cell(class_name(t, class_names) or ""),
                 f"{float(table.type_prob[k]):.6g}",
                 f"{cy:.3f}",
                 f"{cx:.3f}",

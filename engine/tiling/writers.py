@@ -163,7 +163,7 @@ class CSVStream(PartFile):
 
     def add(self, nuclei: Nuclei) -> None:
         """Appends one row per nucleus (image coordinates)."""
-        from hvx.io.writers import class_name
+        from hvx.io.writers import class_name, csv_cell
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -174,7 +174,7 @@ class CSVStream(PartFile):
                 [
                     int(nuclei.id[k]),
                     t,
-                    class_name(t, self.class_names) or "",
+                    csv_cell(class_name(t, self.class_names) or ""),
                     f"{float(nuclei.type_prob[k]):.6g}",
                     f"{cy:.3f}",
                     f"{cx:.3f}",

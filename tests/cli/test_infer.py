@@ -97,7 +97,9 @@ def test_argument_errors(bundle, images, tmp_path, capsys):
     assert exc.value.code == 2
     assert "expected a comma-separated subset" in capsys.readouterr().err
     assert _run("--out", tmp_path / "o") == 2  # no inputs and no --samples
-    assert _run(images, "--out", tmp_path / "o", "--model", bundle, "--mpp", "0") == 2
+    with pytest.raises(SystemExit) as exc:  # out of range: refused by the parser
+        _run(images, "--out", tmp_path / "o", "--model", bundle, "--mpp", "0")
+    assert exc.value.code == 2
     assert _run(tmp_path / "absent.png", "--out", tmp_path / "o", "--model", bundle) == 2
 
 
