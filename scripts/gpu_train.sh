@@ -17,7 +17,13 @@
 #   pico     the cpu recipe's architecture family one size up
 #            (fast_hr_convnext_pico), from scratch, whole 256 tiles, batch 16.
 #   atto-ft  the shipped default (fast_hr_convnext_atto) fine-tuned, whole 256
-#            tiles, batch 16 (how the current default was made, 2026-11-28).
+#            tiles, batch 16 (how the 2026-11-28 default was made).
+#   multi    issue 20's recipe (configs/multi_cpu.yaml): the shipped default
+#            fine-tuned on CoNSeP + MoNuSeg ($HVX_MONUSEG_DIR, default the
+#            "monuseg" folder beside $HVX_CONSEP_DIR) with stain/scanner
+#            augmentation, batch 16, lr 4e-4, 4 passes an epoch. MoNuSeg is
+#            CC BY-NC-SA 4.0: the model it gives is non-commercial.
+#            HVX_GPU_TRAIN_RUNS=multi HVX_GPU_TRAIN_MINUTES=8 bash benchmarks/gpu_check.sh
 # The 2026-11-28 session (docs/model-card.md): atto-ft and pico plateau near the
 # CPU models; paper was still rising after 306 steps on a shared GPU, so the next
 # session should give it the GPU alone: HVX_GPU_TRAIN_RUNS=paper.
@@ -36,14 +42,17 @@ MIN=${HVX_GPU_TRAIN_MINUTES:-4}
 DATA=${HVX_CONSEP_DIR:?HVX_CONSEP_DIR must name the CoNSeP folder}
 DEVICE=${HVX_GPU_TRAIN_DEVICE:-cuda}
 # HVX_GPU_TRAIN_EXTRA: more "--set k=v" for every run (a CPU smoke test shrinks them)
-# HVX_GPU_TRAIN_RUNS: which runs (default all three); 14 DataLoader workers shared
+# HVX_GPU_TRAIN_RUNS: which runs (default the first three); 14 DataLoader workers shared
 RUNS_WANTED=${HVX_GPU_TRAIN_RUNS:-paper pico atto-ft}
+MONUSEG=${HVX_MONUSEG_DIR:-$(dirname "$DATA")/monuseg}
 
 launch() { # launch NAME WORKERS ARGS...
     local name=$1 workers=$2
     shift 2
+    local data_args=(--data "$DATA")
+    [[ $name == multi ]] && data_args=() # its datasets are in the config (data.datasets)
     mkdir -p "$RUNS"
-    OMP_NUM_THREADS=1 "$PY" -m hvx.training.cli --data "$DATA" --out "$RUNS/$name" \
+    OMP_NUM_THREADS=1 "$PY" -m hvx.training.cli "${data_args[@]}" --out "$RUNS/$name" \
         --device "$DEVICE" --max-minutes "$MIN" --no-progress \
         --set num_workers="$workers" --set optim.budget_decay=0.75 \
         --set optim.step_size=100000 --set epochs=100000 --set val_every=1 \
@@ -103,8 +112,14 @@ EOF
                 --set loss.np_ce=2.0 --set loss.np_dice=2.0 \
                 --set data.epoch_repeats=8 --set ckpt_every_steps=0
             ;;
+        multi)
+            launch multi "$workers" --config multi_cpu \
+                --set "data.datasets=[{path: '$DATA', name: consep}, {path: '$MONUSEG', name: monuseg, tile_size: 320}]" \
+                --set batch_size=16 --set optim.lr=4e-4 --set data.epoch_repeats=4 \
+                --set ckpt_every_steps=0
+            ;;
         *)
-            echo "HVX_GPU_TRAIN_RUNS: unknown run '$name' (expected paper, pico, atto-ft)" >&2
+            echo "HVX_GPU_TRAIN_RUNS: unknown run '$name' (expected paper, pico, atto-ft, multi)" >&2
             return 2
             ;;
         esac
