@@ -508,6 +508,89 @@ def _check_kept32(info: dict, model_state: dict[str, torch.Tensor], where: str) 
     return set(names)
 
 
+#: Largest model.json read (a bundle's is a few KiB).
+MAX_MANIFEST_BYTES = 16 << 20
+#: Deepest nesting of lists/dicts accepted in model.json.
+MAX_JSON_DEPTH = 32
+#: The one table of value ranges of a bundle: (section, key) -> (low, high, integer?).
+#: Values outside them were accepted before and misbehaved (np_threshold 5.0 -> no
+#: nuclei; opening_ksize 100001 -> hang; tile_size 1e9 -> 22 GB allocated).
+VALUE_RANGES: dict[tuple[str, str], tuple[float, float, bool]] = {
+    ("postprocess", "np_threshold"): (0, 1, False),
+    ("postprocess", "marker_threshold"): (0, 1, False),
+    ("postprocess", "min_object_size"): (0, 1_000_000, True),
+    ("postprocess", "sobel_ksize"): (3, 31, True),
+    ("postprocess", "opening_ksize"): (1, 63, True),
+    ("preprocess", "clip_limit"): (1e-6, 1000.0, False),
+    ("preprocess", "tile_size"): (1, 1024, True),
+}
+_GRID_MAX = 256  # preprocess.tile_grid entries
+
+
+def _read_manifest(mpath: Path) -> dict:
+    """model.json as a dict: bounded size and depth, standard JSON numbers only."""
+    size = mpath.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ValueError(
+            f"{mpath}: expected at most {MAX_MANIFEST_BYTES >> 20} MiB, got {size / 2**20:.1f} MiB"
+        )
+
+    def no_constant(name: str):
+        raise ValueError(f"expected finite numbers, got {name}")
+
+    try:
+        m = json.loads(mpath.read_text(), parse_constant=no_constant)
+    except RecursionError:
+        raise ValueError(f"{mpath}: expected JSON nested at most {MAX_JSON_DEPTH} deep") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{mpath}: not valid JSON ({exc})") from exc
+    if not isinstance(m, dict):
+        raise ValueError(f"{mpath}: expected a JSON object, got {type(m).__name__}")
+    return m
+
+
+def _walk(value: Any, key: str, depth: int, where: str) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{where}{key}: expected JSON nested at most {MAX_JSON_DEPTH} deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}{key}: expected finite numbers, got {value}")
+    if isinstance(value, dict | list):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            _walk(v, f"{key}.{k}" if key else str(k), depth + 1, where)
+
+
+def check_values(m: dict, where: str = "") -> None:
+    """Validates a manifest's values in one place: depth, finiteness, ranges.
+
+    Args:
+        m: The parsed model.json.
+        where: Prefix of error messages (the file).
+
+    Raises:
+        ValueError: Naming the field, the accepted range and the value found.
+    """
+    _walk(m, "", 0, where)
+    for (section, key), (lo, hi, integer) in VALUE_RANGES.items():
+        sec = m.get(section)
+        if not isinstance(sec, dict) or sec.get(key) is None:
+            continue
+        v = sec[key]
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi
+        if ok and integer:
+            ok = float(v).is_integer()
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            raise ValueError(f"{where}{section}.{key}: expected {kind} in [{lo}, {hi}], got {v!r}")
+    grid = (m.get("preprocess") or {}).get("tile_grid")
+    if isinstance(grid, list) and any(
+        isinstance(g, int | float) and not 1 <= g <= _GRID_MAX for g in grid
+    ):
+        raise ValueError(
+            f"{where}preprocess.tile_grid: expected ints in [1, {_GRID_MAX}], got {grid}"
+        )
+
+
 def load_bundle(path: str | os.PathLike) -> ModelBundle:
     """Reads and validates a model bundle (no pickle; the weights are checked, not loaded).
 
@@ -531,12 +614,7 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
         raise ValueError(
             f"expected a model bundle folder with {MANIFEST_FILE} and {WEIGHTS_FILE}, got {path}"
         )
-    try:
-        m = json.loads(mpath.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{mpath}: not valid JSON ({exc})") from exc
-    if not isinstance(m, dict):
-        raise ValueError(f"{mpath}: expected a JSON object, got {type(m).__name__}")
+    m = _read_manifest(mpath)
     if m.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"{mpath}: expected format {BUNDLE_FORMAT!r}, got {m.get('format')!r}")
     if m.get("schema_version") != SCHEMA_VERSION:
@@ -570,6 +648,7 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
         _require(m, key, str, where)
     for key in ("provenance", "metrics", "preprocess", "postprocess"):
         _require(m, key, dict, where)
+    check_values(m, where)
     pre_cls, post_cls = _config_classes()
     pre = _config_from_dict(pre_cls, m["preprocess"], f"{where}preprocess")
     post = _config_from_dict(post_cls, m["postprocess"], f"{where}postprocess")
