@@ -1,7 +1,9 @@
 """Post-processing benchmark: C++ (hvx._native) vs the OpenCV/scipy/scikit-image twin.
 
-Inputs: 256x256 head outputs built from real CoNSeP labels (tiles with >= 50
-nuclei, SPEC §2 HV targets + smooth noise), the same arrays for both. Measures
+Inputs (``--inputs``): ``synthetic``, 256x256 head outputs built from real CoNSeP
+labels (tiles with >= 50 nuclei, SPEC §2 HV targets + smooth noise), or
+``predicted``, the default model's fp32 heads on real tiles (CoNSeP, else the
+packaged samples) with its own post-processing constants; the same arrays for both. Measures
 (1) one tile at a time on one thread (OpenCV also limited to one thread), for
 the instance map alone and for map + nucleus table, and (2) a batch on 1 and 2
 threads. Wall-clock medians plus per-call CPU time (the machine is shared and
@@ -32,8 +34,8 @@ import numpy as np
 from hvx import _native
 from hvx._postprocess_ref import instance_table_ref, instances_from_hv_ref
 from hvx.bench import harness
-from hvx.bench.postprocess import realistic_batch
-from hvx.postprocess import instance_table, instances_from_hv, postprocess
+from hvx.bench.postprocess import predicted_batch, realistic_batch
+from hvx.postprocess import PostprocessConfig, instance_table, instances_from_hv, postprocess
 
 OUT = Path(__file__).parent / "results" / "postprocess-cpu-2026-11-27.json"
 
@@ -86,15 +88,28 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--rounds", type=int, default=15, help="rounds of the paired speed-up")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument(
+        "--inputs",
+        choices=("synthetic", "predicted"),
+        default="synthetic",
+        help="synthetic: head outputs made from CoNSeP labels plus noise; predicted: the "
+        "default model's fp32 heads on real tiles (with its post-processing constants)",
+    )
     args = p.parse_args()
 
-    np_prob, hv, tp, source = realistic_batch(args.tiles, 256, seed=0, min_nuclei=50)
+    if args.inputs == "predicted":
+        np_prob, hv, tp, source, config = predicted_batch(args.tiles, 256)
+    else:
+        np_prob, hv, tp, source = realistic_batch(args.tiles, 256, seed=0, min_nuclei=50)
+        config = PostprocessConfig()
     labels = np.argmax(tp, axis=1).astype(np.int32)
     n = args.tiles
-    nuclei = [len(np.unique(instances_from_hv(np_prob[i], hv[i]))) - 1 for i in range(n)]
-    fg = float(np.mean([(instances_from_hv(np_prob[i], hv[i]) > 0).mean() for i in range(n)]))
+    nuclei = [len(np.unique(instances_from_hv(np_prob[i], hv[i], config))) - 1 for i in range(n)]
+    fg = float(
+        np.mean([(instances_from_hv(np_prob[i], hv[i], config) > 0).mean() for i in range(n)])
+    )
     same = all(
-        np.array_equal(instances_from_hv(a, h), instances_from_hv_ref(a, h))
+        np.array_equal(instances_from_hv(a, h, config), instances_from_hv_ref(a, h, config))
         for a, h in zip(np_prob, hv, strict=True)
     )
 
@@ -119,19 +134,19 @@ def main() -> None:
 
     def ref_inst():
         for i in range(n):
-            instances_from_hv_ref(np_prob[i], hv[i])
+            instances_from_hv_ref(np_prob[i], hv[i], config)
 
     def nat_inst():
         for i in range(n):
-            instances_from_hv(np_prob[i], hv[i])
+            instances_from_hv(np_prob[i], hv[i], config)
 
     def ref_full():
         for i in range(n):
-            instance_table_ref(instances_from_hv_ref(np_prob[i], hv[i]), labels[i])
+            instance_table_ref(instances_from_hv_ref(np_prob[i], hv[i], config), labels[i])
 
     def nat_full():
         for i in range(n):
-            instance_table(instances_from_hv(np_prob[i], hv[i]), labels[i])
+            instance_table(instances_from_hv(np_prob[i], hv[i], config), labels[i])
 
     r_i = per_tile("instance map", "reference", ref_inst)
     n_i = per_tile("instance map", "native", nat_inst)
@@ -144,7 +159,7 @@ def main() -> None:
     batch = []
     for threads in sorted({1, min(2, _native.max_threads())}):
         t = harness.time_call(
-            lambda k=threads: postprocess(np_prob, hv, tp, num_threads=k),
+            lambda k=threads: postprocess(np_prob, hv, tp, config, num_threads=k),
             warmup=1,
             repeats=args.repeats,
         )
@@ -164,7 +179,9 @@ def main() -> None:
         "benchmark": "postprocess (SPEC §3a + §3b), native C++ vs reference twin",
         "provenance": harness.provenance(),
         "inputs": {
+            "kind": args.inputs,
             "source": source,
+            "postprocess_config": config.to_dict(),
             "tiles": n,
             "size": [256, 256],
             "nuclei_per_tile_mean": float(np.mean(nuclei)),

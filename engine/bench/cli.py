@@ -273,6 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "threads": args.threads,
         },
     )
+    pins = None
+    if args.threads:  # every pool at once (torch, OpenMP, numba, OpenCV; ORT per session)
+        from hvx.bench import paired
+
+        pins = paired.pin_threads(args.threads)
     peaks = harness.device_peaks(device)
     if peaks:
         log.info(
@@ -299,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "variants": args.variant,
                 "model": args.model,
                 "threads": args.threads,
+                "thread_pins": pins,
                 "complete": complete,
                 "note": args.note,
                 "wall_s": time.perf_counter() - started,

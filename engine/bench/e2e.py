@@ -8,6 +8,9 @@ Same real tiles (CoNSeP), same bundle, same device for the network:
   the Python reference post-processing (``instances_from_hv_ref`` +
   ``instance_table_ref``, one OpenCV thread), tile by tile.
 
+The two pipelines are timed in alternation (``hvx.bench.paired``); the speed-up
+is the median per-round ratio (p25-p75 in ``extra.paired_ratio``).
+
 Post-processing time depends on how many nuclei the network finds: with a
 random-weight bundle (the default without ``--model``) few are found, so the
 records carry ``nuclei_per_tile`` for both pipelines and the weights used.
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvx.bench import _inputs, _models, harness
+from hvx.bench import _inputs, _models, harness, paired
 from hvx.bench.network import flop_rate, load_engine, torch_threads
 
 NAME = "e2e"
@@ -109,34 +112,30 @@ def _run_model(
             "gflop_per_tile": flops / 1e9,
             "threads": threads or torch.get_num_threads(),
         }
-        base = harness.measure(
+        base, mine = paired.measure_pair(
             NAME,
-            "opencv+torch-fp32+python-ref",
+            (
+                "opencv+torch-fp32+python-ref",
+                lambda: baseline_pipeline(tiles, bundle, eager, ctx.device),
+            ),
+            (hvx_impl, lambda: engine.infer(tiles, num_threads=threads)),
             batch,
             size,
-            lambda: baseline_pipeline(tiles, bundle, eager, ctx.device),
             ctx,
-            warmup=0,  # warmed up by the count above; the reference is slow
+            # the reference was warmed up by the count above and is slow
+            **{
+                "opencv+torch-fp32+python-ref": 0,
+                hvx_impl: max(ctx.warmup, 3) if cuda else ctx.warmup,
+            },
         )
         base.extra = {
             **extra,
             "nuclei_per_tile": found["baseline"] / batch,
             "postprocess_threads": 1,
         }
-        mine = harness.measure(
-            NAME,
-            hvx_impl,
-            batch,
-            size,
-            lambda: engine.infer(tiles, num_threads=threads),
-            ctx,
-            warmup=max(ctx.warmup, 3) if cuda else ctx.warmup,
-            baseline=base.impl,
-            speedup=None,
-        )
-        mine.speedup = base.timing.median_ms / mine.timing.median_ms
         mine.extra = {
             **extra,
+            **mine.extra,
             "nuclei_per_tile": found["hvx"] / batch,
             "backend": engine.backend,
             "precision": engine.precision,

@@ -8,7 +8,9 @@ Per variant (``--variant``; default: small ones on a CPU, the paper's
 - hvx: the backend ``hvx.Engine.load`` picks (``--backend auto``) or the one
   asked for: ONNX Runtime on a CPU, torch fp16 + CUDA graphs or TensorRT on a GPU.
 
-Both get the same input: real tiles (CoNSeP) preprocessed by hvx. Each record
+Both get the same input: real tiles (CoNSeP) preprocessed by hvx. The two are
+timed in alternation (``hvx.bench.paired``): the speed-up is the median of the
+per-round ratios, with its p25-p75 in ``extra.paired_ratio``. Each record
 carries the FLOPs per tile (``FlopCounterMode``, counted once per variant and
 size) and, on a GPU, the achieved TFLOP/s and its fraction of the card's
 measured fp16 matmul peak. Out-of-memory errors halve the batch (recorded).
@@ -20,7 +22,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from hvx.bench import _inputs, _models, harness
+from hvx.bench import _inputs, _models, harness, paired
 
 NAME = "network"
 HELP = "the network on hvx's backend vs torch fp32 eager, per variant, with FLOPs and TFLOP/s"
@@ -122,24 +124,24 @@ def _run_model(
             with torch.no_grad():
                 return eager(x32)
 
-        base = harness.measure(NAME, "torch-fp32", batch, size, eager_call, ctx)
-        rate = flop_rate(flops, base.tiles_per_s, ctx.device)
-        base.extra = {**extra, "precision": "fp32", **rate}
         # CUDA graphs are captured on the second call of a shape: warm up past it.
-        warm = max(ctx.warmup, 3) if cuda else ctx.warmup
-        mine = harness.measure(
+        base, mine = paired.measure_pair(
             NAME,
-            hvx_impl,
+            ("torch-fp32", eager_call),
+            (hvx_impl, lambda: engine.runner.run(x_hvx)),
             batch,
             size,
-            lambda: engine.runner.run(x_hvx),
             ctx,
-            warmup=warm,
-            baseline="torch-fp32",
+            **({hvx_impl: max(ctx.warmup, 3)} if cuda else {}),
         )
-        mine.speedup = base.timing.median_ms / mine.timing.median_ms
+        base.extra = {
+            **extra,
+            "precision": "fp32",
+            **flop_rate(flops, base.tiles_per_s, ctx.device),
+        }
         mine.extra = {
             **extra,
+            **mine.extra,
             "backend": engine.backend,
             "precision": engine.precision,
             **flop_rate(flops, mine.tiles_per_s, ctx.device),

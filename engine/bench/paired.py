@@ -17,7 +17,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["THREAD_ENV", "interleaved", "loadavg", "paired_ratio", "pin_threads", "summary"]
+__all__ = [
+    "THREAD_ENV",
+    "interleaved",
+    "loadavg",
+    "measure_pair",
+    "paired_ratio",
+    "pin_threads",
+    "summary",
+    "timing",
+]
 
 #: Environment variables that size the thread pools of OpenMP, MKL, OpenBLAS and numba.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -75,14 +84,14 @@ def loadavg() -> list[float] | None:
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 2
+    fns: dict[str, Callable[[], object]], rounds: int, warmup: int | dict[str, int] = 2
 ) -> dict[str, list[float]]:
     """Times each function once per round, in turn, after ``warmup`` calls each.
 
     Args:
         fns: Name -> zero-argument callable (blocking; synchronise inside on a GPU).
         rounds: Timed rounds (each calls every function once).
-        warmup: Untimed calls per function first.
+        warmup: Untimed calls per function first (an int, or per name; default 2).
 
     Returns:
         Name -> ``rounds`` wall times in seconds, in round order.
@@ -92,8 +101,8 @@ def interleaved(
     """
     if rounds < 1 or not fns:
         raise ValueError(f"expected rounds >= 1 and some functions, got {rounds} and {list(fns)}")
-    for fn in fns.values():
-        for _ in range(warmup):
+    for name, fn in fns.items():
+        for _ in range(warmup.get(name, 2) if isinstance(warmup, dict) else warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
@@ -125,3 +134,74 @@ def paired_ratio(base: list[float], other: list[float]) -> dict:
     if len(base) != len(other) or not base:
         raise ValueError(f"expected two paired non-empty samples, got {len(base)}, {len(other)}")
     return summary(np.asarray(base) / np.asarray(other))
+
+
+def timing(seconds: list[float]):
+    """A ``harness.Timing`` (milliseconds) of interleaved wall times, for a Record."""
+    from hvx.bench.harness import Timing
+
+    ms = np.sort(np.asarray(seconds, dtype=np.float64) * 1e3)
+    return Timing(
+        median_ms=float(np.median(ms)),
+        p20_ms=float(np.percentile(ms, 20)),
+        p80_ms=float(np.percentile(ms, 80)),
+        min_ms=float(ms[0]),
+        repeats=int(ms.size),
+    )
+
+
+def measure_pair(stage: str, base: tuple, mine: tuple, batch: int, size: int, ctx, **warmups):
+    """A baseline and an hvx implementation timed in alternation; their two Records.
+
+    Args:
+        stage: Stage name.
+        base: ``(impl name, zero-argument callable)`` of the baseline.
+        mine: ``(impl name, callable)`` of hvx.
+        batch: Tiles per call.
+        size: Tile edge.
+        ctx: ``harness.BenchContext`` (device, warm-up, repeats = rounds).
+        **warmups: Per-impl warm-up overrides, by impl name.
+
+    Returns:
+        ``(base_record, mine_record)``; ``mine.speedup`` is the median per-round
+        ratio and ``mine.extra["paired_ratio"]`` its p25-p75. Both share the peak
+        memory of the pair (``memory_scope="stage"``).
+    """
+    from hvx.bench import harness
+
+    sync = harness.device_sync(ctx.device)
+
+    def wrap(fn):
+        if sync is None:
+            return fn
+
+        def call():
+            sync()
+            fn()
+            sync()
+
+        return call
+
+    harness.reset_peaks(ctx.device)
+    warm = {base[0]: ctx.warmup, mine[0]: ctx.warmup, **warmups}
+    times = interleaved({base[0]: wrap(base[1]), mine[0]: wrap(mine[1])}, ctx.repeats, warm)
+    ratio = paired_ratio(times[base[0]], times[mine[0]])
+    common = {
+        "device": ctx.device,
+        "peak_rss_mb": harness.peak_rss_mb(),
+        "peak_device_mb": harness.device_peak_mb(ctx.device),
+        "memory_scope": "stage",
+    }
+    b = harness.Record(stage, base[0], batch, size, timing(times[base[0]]), **common)
+    m = harness.Record(
+        stage,
+        mine[0],
+        batch,
+        size,
+        timing(times[mine[0]]),
+        baseline=base[0],
+        speedup=ratio["median"],
+        extra={"paired_ratio": ratio},
+        **common,
+    )
+    return b, m

@@ -156,7 +156,27 @@ def realistic_batch(n: int, size: int = 256, seed: int = 0, min_nuclei: int = 50
     )
 
 
-def _reference_batch(np_prob, hv, tp):
+def predicted_batch(n: int, size: int = 256, bundle=None):
+    """Head outputs of a trained model on real tiles: what post-processing sees in use.
+
+    Runs the bundle (default: the shipped default model) in fp32 ONNX Runtime on
+    ``n`` real tiles (CoNSeP when present, else the packaged samples, repeated).
+
+    Returns:
+        ``(np_prob[N, S, S], hv[N, 2, S, S], tp[N, C, S, S], source, postprocess_config)``.
+    """
+    from hvx.bench._inputs import real_tiles
+    from hvx.engine import Engine
+
+    engine = Engine.load(bundle, backend="onnxruntime", device="cpu", precision="fp32")
+    tiles, where = real_tiles(n, size)
+    heads, _ = engine.heads(tiles)
+    h = heads.numpy()
+    source = f"{Path(engine.source).name} model fp32 predictions on {where}"
+    return h.np_prob, h.hv, h.tp_prob, source, engine.postprocess_config
+
+
+def _reference_batch(np_prob, hv, tp, config=None):
     """The twin on one thread (OpenCV's own threads off), tile by tile."""
     import cv2
 
@@ -167,47 +187,52 @@ def _reference_batch(np_prob, hv, tp):
     try:
         labels = np.argmax(tp, axis=1)
         for i in range(np_prob.shape[0]):
-            inst = instances_from_hv_ref(np_prob[i], hv[i])
+            inst = instances_from_hv_ref(np_prob[i], hv[i], config)
             instance_table_ref(inst, labels[i])
     finally:
         cv2.setNumThreads(before)
 
 
 def run(ctx: harness.BenchContext) -> list[harness.Record]:
-    """Measures native (1 thread, then 2 threads for batches) against the reference."""
+    """Native (1 and 2 threads) against the reference, paired and interleaved.
+
+    Two input sets, reported apart: ``synthetic`` (real CoNSeP labels turned into
+    head outputs plus smooth noise) and ``predicted`` (the default model's fp32
+    heads on real tiles). Each round runs reference, native-1t, native-2t in turn;
+    speed-ups are the per-round ratio's median (p25-p75 in ``extra``).
+    """
     from hvx import _native
-    from hvx.postprocess import postprocess
+    from hvx.bench import paired
+    from hvx.postprocess import PostprocessConfig, postprocess
 
     records: list[harness.Record] = []
     batches = sorted(set(ctx.batches))
-    np_prob, hv, tp, source = realistic_batch(max(batches), ctx.size)
-    _log.info("postprocess inputs: %s", source)
-    for b in batches:
-        args = (np_prob[:b], hv[:b], tp[:b])
-        ref = harness.time_call(
-            lambda a=args: _reference_batch(*a), warmup=ctx.warmup, repeats=ctx.repeats
-        )
-        records.append(
-            harness.Record(
-                NAME, "reference", b, ctx.size, ref, extra={"threads": 1, "inputs": source}
-            )
-        )
-        for threads in sorted({1, min(2, _native.max_threads())}):
-            t = harness.time_call(
-                lambda a=args, n=threads: postprocess(*a, num_threads=n),
-                warmup=ctx.warmup,
-                repeats=ctx.repeats,
-            )
-            records.append(
-                harness.Record(
-                    NAME,
-                    f"native-{threads}t",
-                    b,
-                    ctx.size,
-                    t,
-                    baseline="reference",
-                    speedup=ref.median_ms / t.median_ms,
-                    extra={"threads": threads, "inputs": source},
+    inputs = {"synthetic": (*realistic_batch(max(batches), ctx.size), PostprocessConfig())}
+    try:
+        inputs["predicted"] = predicted_batch(max(batches), ctx.size)
+    except (FileNotFoundError, ImportError, ValueError) as err:
+        _log.warning("postprocess: no predicted inputs (%s)", err)
+    for kind, (np_prob, hv, tp, source, config) in inputs.items():
+        _log.info("postprocess inputs (%s): %s", kind, source)
+        for b in batches:
+            args = (np_prob[:b], hv[:b], tp[:b])
+            fns = {"reference": lambda a=args, c=config: _reference_batch(*a, c)}
+            for threads in sorted({1, min(2, _native.max_threads())}):
+                fns[f"native-{threads}t"] = lambda a=args, n=threads, c=config: postprocess(
+                    *a, c, num_threads=n
                 )
-            )
+            times = paired.interleaved(fns, ctx.repeats, warmup=ctx.warmup)
+            for impl, secs in times.items():
+                threads = 1 if impl == "reference" else int(impl.split("-")[1][:-1])
+                extra = {"threads": threads, "inputs": kind, "source": source}
+                fields = {}
+                if impl != "reference":
+                    ratio = paired.paired_ratio(times["reference"], secs)
+                    extra["paired_ratio"] = ratio
+                    fields = {"baseline": "reference", "speedup": ratio["median"]}
+                records.append(
+                    harness.Record(
+                        NAME, impl, b, ctx.size, paired.timing(secs), extra=extra, **fields
+                    )
+                )
     return records
