@@ -349,7 +349,13 @@ class Engine:
         from hvx import _artifacts
         from hvx.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(_artifacts.onnx_for_bundle(bundle, cache_dir, model=model))
+        path = _artifacts.onnx_for_bundle(bundle, cache_dir, model=model)
+        try:
+            return OnnxRuntimeBackend(path)
+        except Exception as err:  # a truncated/corrupt cached export: export it again, once
+            log.warning("cached ONNX export %s is unreadable (%s); exporting it again", path, err)
+            path.unlink(missing_ok=True)
+            return OnnxRuntimeBackend(_artifacts.onnx_for_bundle(bundle, cache_dir, model=model))
 
     # ------------------------------------------------------------------ inference
 

@@ -29,7 +29,14 @@ import safetensors
 import safetensors.torch
 import torch
 
-__all__ = ["CHECKPOINT_VERSION", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "check_resume_data",
+    "data_identity",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 CHECKPOINT_VERSION = "1"
 
@@ -170,3 +177,97 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             per_param.setdefault(int(idx), {}).update(scalars)
         optimizer = {"state": per_param, "param_groups": opt_json["param_groups"]}
     return Checkpoint(path, model, optimizer, rng, state)
+
+
+# ---- data identity (what a --resume must train on) ----------------------------------------
+
+DATA_RECORD = "data.json"
+_SAMPLES, _BLOCK = 17, 1 << 16
+
+
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's size and sampled 64 KiB blocks (whole when small)."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= _SAMPLES * _BLOCK:
+            h.update(f.read())
+        else:
+            for k in range(_SAMPLES):
+                f.seek(k * (size - _BLOCK) // (_SAMPLES - 1))
+                h.update(f.read(_BLOCK))
+    return h.hexdigest()
+
+
+def data_identity(path: str | os.PathLike) -> dict:
+    """What identifies a dataset folder, independent of where it lives.
+
+    The top-level files (``images.npy``, ``labels.npy``/``labels.npz``, CSVs) by
+    size and sampled-block hash, and the names and sizes of the files in
+    ``images/`` (CoNSeP-style folders). An edit of a label file, another dataset
+    or another subset changes it; moving or copying the folder does not.
+
+    Returns:
+        ``{"digest": hex, "files": int}``.
+    """
+    root = Path(path)
+    h = hashlib.sha256()
+    n = 0
+    for f in sorted(root.iterdir()):
+        if f.is_file():
+            h.update(f"{f.name}\0{_file_digest(f)}\n".encode())
+            n += 1
+    images = root / "images"
+    if images.is_dir():
+        for f in sorted(images.iterdir()):
+            h.update(f"images/{f.name}\0{f.stat().st_size}\n".encode())
+            n += 1
+    return {"digest": h.hexdigest(), "files": n}
+
+
+def check_resume_data(
+    out: str | os.PathLike, data: str | os.PathLike, *, force: bool, fresh: bool = False
+) -> str:
+    """Records a run's dataset; on a resume, refuses another one unless ``force``.
+
+    Args:
+        out: The run folder (``data.json`` is kept there).
+        data: The dataset folder of this invocation.
+        force: Continue on different data (recorded: both datasets are named).
+        fresh: A new run: start the record anew.
+
+    Returns:
+        The data source to record in the bundle's provenance (both datasets when
+        a forced resume changed them).
+
+    Raises:
+        ValueError: A resume on different data without ``force``.
+    """
+    rec_path = Path(out) / DATA_RECORD
+    ident = {"source": str(data), **data_identity(data)}
+    history = []
+    if rec_path.is_file() and not fresh:
+        try:
+            history = json.loads(rec_path.read_text())["history"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"expected a readable {rec_path}, got {e}") from e
+    if history and history[-1]["digest"] != ident["digest"]:
+        if not force:
+            raise ValueError(
+                f"cannot resume {out} on different data: it was trained on "
+                f"{history[-1]['source']} (digest {history[-1]['digest'][:12]}), got {data} "
+                f"(digest {ident['digest'][:12]}); pass the same --data, or --force to "
+                "continue on this one (both are then recorded)"
+            )
+        history.append(ident)
+    elif not history:
+        history = [ident]
+    rec_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = rec_path.with_name(f".{rec_path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # never write through a leftover or planted symlink
+    tmp.write_text(json.dumps({"history": history}, indent=2) + "\n")
+    os.replace(tmp, rec_path)
+    earlier = [s for s in dict.fromkeys(h["source"] for h in history) if s != str(data)]
+    if not earlier:
+        return str(data)
+    return f"{data} (resumed with --force; earlier steps trained on {', '.join(earlier)})"

@@ -62,6 +62,12 @@ def build_parser(config=None) -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder: config.yaml, checkpoints/, log.jsonl, bundle/")
     p.add_argument("--max-minutes", type=float, help="time budget; stops cleanly with a bundle")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue on different --data (both datasets are recorded)",
+    )
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.add_argument(
@@ -156,25 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         import cv2
 
         cv2.setNumThreads(args.threads)
-    try:
-        overrides = {key: getattr(args, opt[2:].replace("-", "_")) for opt, key, *_ in _OVERRIDES}
-        config = config.replace({**overrides, **_parse_set(args.set)})
-        from hvx.training.trainer import Trainer
-
-        trainer = Trainer(
-            config,
-            args.data,
-            args.out,
-            device=args.device,
-            max_minutes=args.max_minutes,
-            resume=args.resume,
-            progress=not args.no_progress,
-            preprocess_impl=args.preprocess_impl,
-        )
-        result = trainer.fit()
-    except (ValueError, FileNotFoundError) as e:
-        print(f"hvx-train: error: {e}", file=sys.stderr)
-        return 2
+    if args.debug:
+        result = _train(args, config)
+    else:
+        try:
+            result = _train(args, config)
+        except KeyboardInterrupt:
+            print("hvx-train: interrupted; resume with --resume", file=sys.stderr)
+            return 130
+        except Exception as e:  # one line, exit status 2 (--debug shows the traceback)
+            msg = " ".join(str(e).split()) or type(e).__name__
+            if not isinstance(e, ValueError | OSError):
+                msg = f"{type(e).__name__}: {msg}"
+            print(f"hvx-train: error: {msg} (--debug shows where)", file=sys.stderr)
+            return 2
     if result.status == "interrupted":
         print(f"hvx-train: interrupted at step {result.global_step}; resume with --resume")
         return 130
@@ -185,6 +186,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"mPQ+ {best.get('mpq_plus', float('nan')):.4f}; bundle {result.bundle}"
     )
     return 0
+
+
+def _train(args: argparse.Namespace, config):
+    """Builds the Trainer (checking a resume's data) and runs it; returns its result."""
+    from hvx.training.checkpoint import check_resume_data
+
+    overrides = {key: getattr(args, opt[2:].replace("-", "_")) for opt, key, *_ in _OVERRIDES}
+    config = config.replace({**overrides, **_parse_set(args.set)})
+    out = Path(args.out)
+    source = None
+    if args.resume or not (out / "checkpoints" / "last.safetensors").exists():
+        if not Path(args.data).is_dir():
+            raise FileNotFoundError(f"expected a dataset folder for --data, got {args.data}")
+        source = check_resume_data(out, args.data, force=args.force, fresh=not args.resume)
+    from hvx.training import trainer as trainer_mod
+
+    trainer = trainer_mod.Trainer(
+        config,
+        args.data,
+        args.out,
+        device=args.device,
+        max_minutes=args.max_minutes,
+        resume=args.resume,
+        progress=not args.no_progress,
+        preprocess_impl=args.preprocess_impl,
+    )
+    if source is not None:
+        trainer.data_source = source  # the bundle's provenance names every dataset used
+    return trainer.fit()
 
 
 if __name__ == "__main__":
