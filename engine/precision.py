@@ -1,11 +1,15 @@
 """Does a model keep its results in float16? Checked, not assumed.
 
 fp16 inference halves memory traffic and doubles tensor-core throughput, but a
-network whose activations span a wide range can lose its results in it: the
-bundled default model has decoder channels whose convolution sums terms of
-~1e3 that cancel to ~1 before a BatchNorm with a running variance of ~2e5, and
-float16's 11-bit significand turns that into errors of the order of the
-signal (instance-map PQ 0.85 against float32 on the sample tiles). So
+network can lose its results in it: the first default models had decoder
+BatchNorms whose running variances (up to 3.4e5) exceed float16's largest value
+(65504), so the cast made them ``inf`` and those layers output their bias alone
+(instance-map PQ 0.83-0.85 against float32 on the sample tiles). Per-layer
+measurements (issue 20) put the whole error there, not in the convolutions
+ahead of them (their fp16 outputs stayed within 0.5% of float32).
+``hvx.model._net.rebalance_for_fp16`` rescales such conv -> BatchNorm pairs
+without changing the function, and ``hvx-train`` applies it to every bundle;
+older bundles may still carry such layers. So
 ``Engine.load(precision="auto")`` on a GPU runs :func:`check_fp16` on the
 device first and uses fp16 only when the instance maps stay within
 :data:`FP16_MIN_PQ` of the float32 ones.
