@@ -29,6 +29,7 @@ __all__ = [
     "SLIDE_SUFFIXES",
     "ArrayReader",
     "OpenSlideReader",
+    "ResampledReader",
     "SlideReadError",
     "TiffReader",
     "open_image",
@@ -396,6 +397,58 @@ class OpenSlideReader(_Reader):
         self._slide.close()
 
 
+class ResampledReader(_Reader):
+    """Another reader seen at a different resolution (plain images given ``--mpp``).
+
+    Regions are read from the source and resized (area when shrinking, linear
+    when enlarging), as :class:`OpenSlideReader` does for slides without a
+    matching level, so the network sees the model's resolution.
+
+    Args:
+        source: A reader with ``mpp`` set.
+        target_mpp: Microns per pixel to present.
+    """
+
+    def __init__(self, source, target_mpp: float) -> None:
+        self.source = source
+        self.scale = target_mpp / source.mpp  # source pixels per working pixel
+        self.height = max(1, math.floor(source.height / self.scale))
+        self.width = max(1, math.floor(source.width / self.scale))
+        self.mpp = float(target_mpp)
+
+    def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Pixels ``[y:y+h, x:x+w]`` at the target resolution."""
+        import cv2
+
+        _check_region(self, y, x, h, w)
+        s, src = self.scale, self.source
+        sy, sx = min(math.floor(y * s), src.height - 1), min(math.floor(x * s), src.width - 1)
+        sh = max(1, min(round(h * s), src.height - sy))
+        sw = max(1, min(round(w * s), src.width - sx))
+        px = np.asarray(src.read(sy, sx, sh, sw))
+        interp = cv2.INTER_AREA if s > 1 else cv2.INTER_LINEAR
+        return np.ascontiguousarray(cv2.resize(px, (w, h), interpolation=interp))
+
+    def thumbnail(self, max_side: int = 2048) -> np.ndarray:
+        """The source's thumbnail (the same field of view)."""
+        return self.source.thumbnail(max_side)
+
+    def identity(self) -> dict:
+        """The source's identity and the resolution read at."""
+        return {**self.source.identity(), "mpp": self.mpp, "scale": self.scale}
+
+    def close(self) -> None:
+        """Closes the source."""
+        self.source.close()
+
+
+def _resampled(reader, target_mpp: float | None):
+    """``reader`` at ``target_mpp`` when both mpps are known and differ by > 1 %."""
+    if target_mpp is None or reader.mpp is None or abs(target_mpp / reader.mpp - 1) <= 0.01:
+        return reader
+    return ResampledReader(reader, target_mpp)
+
+
 def open_image(
     path: str | os.PathLike,
     *,
@@ -407,7 +460,9 @@ def open_image(
 
     Slide formats (:data:`SLIDE_SUFFIXES`) and pyramidal/tiled TIFFs OpenSlide
     recognises go through :class:`OpenSlideReader`; other TIFFs through
-    :class:`TiffReader`; PNG/JPEG are decoded once into an :class:`ArrayReader`.
+    :class:`TiffReader`; PNG/JPEG are decoded once into an :class:`ArrayReader`
+    (refused beyond ``hvx.io.readers.MAX_DECODE_PIXELS``). A plain image with a
+    known ``mpp`` other than ``target_mpp`` is resampled (:class:`ResampledReader`).
 
     Raises:
         SlideReadError: For missing or unreadable files (see the readers).
@@ -437,7 +492,7 @@ def open_image(
             return OpenSlideReader(p, level=level, target_mpp=target_mpp, mpp=mpp)
         if level:
             raise SlideReadError(f"expected level 0 for a plain TIFF, got level {level}")
-        return TiffReader(p, mpp=mpp)
+        return _resampled(TiffReader(p, mpp=mpp), target_mpp)
     if level:
         raise SlideReadError(f"expected level 0 for a plain image, got level {level}")
     from hvx.io.readers import MAX_DECODE_PIXELS, image_size
@@ -455,7 +510,7 @@ def open_image(
         raise SlideReadError(f"expected a decodable PNG/JPEG, got {p}: {e.err}") from None
     if img is None:
         raise SlideReadError(f"expected a PNG/JPEG/TIFF image or a slide, got {p}")
-    return ArrayReader(np.ascontiguousarray(img[..., ::-1]), mpp=mpp)
+    return _resampled(ArrayReader(np.ascontiguousarray(img[..., ::-1]), mpp=mpp), target_mpp)
 
 
 def tissue_mask(thumbnail: np.ndarray, *, min_saturation: int = 20) -> np.ndarray:

@@ -171,3 +171,22 @@ def test_a_folder_given_as_slide_says_folder_not_missing(tmp_path):
     with pytest.raises(SlideReadError, match="folder") as e:
         open_image(tmp_path)
     assert "missing" not in str(e.value)
+
+
+def test_plain_images_are_resampled_to_the_target_mpp(tmp_path):
+    import cv2
+
+    img = np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    with open_image(tmp_path / "a.png", target_mpp=0.25, mpp=0.5) as r:
+        assert (r.height, r.width) == (600, 400) and r.mpp == pytest.approx(0.25)
+        px = r.read(100, 50, 64, 64)
+        assert px.shape == (64, 64, 3)
+        ref = cv2.resize(img[..., ::-1], (400, 600), interpolation=cv2.INTER_LINEAR)
+        assert np.abs(px.astype(int) - ref[100:164, 50:114]).mean() < 8
+        assert max(r.thumbnail(100).shape[:2]) <= 100
+    tifffile.imwrite(tmp_path / "s.tif", img, photometric="rgb")  # strips: TiffReader
+    with open_image(tmp_path / "s.tif", target_mpp=1.0, mpp=0.5) as r:
+        assert (r.height, r.width) == (150, 100)
+    with open_image(tmp_path / "a.png", target_mpp=0.5, mpp=0.5) as r:
+        assert (r.height, r.width) == (300, 200)  # same resolution: no resampling
