@@ -60,9 +60,31 @@ def _check_grid(grid: dict[str, Sequence]) -> dict[str, tuple]:
     return {k: tuple(v) for k, v in grid.items()}
 
 
+def _tiles_for_tuning(path: str | Path, bundle, max_tiles: int):
+    """Training tiles of one dataset: ``(name, images, inst, cls, typed, sources)``.
+
+    Instance-only data (large images, no classes) is cut into 256 x 256 tiles first.
+    """
+    from hvx.training.datasets import cut_tiles, load_any
+
+    ds = load_any(path)
+    typed = bool(ds.typed.all())
+    if not typed:
+        keep = np.flatnonzero([s not in _held_out(bundle) for s in ds.sources])
+        ds = cut_tiles(ds.subset(keep), 256)
+    idx = _train_indices(ds.sources, bundle, max_tiles)
+    return Path(path).name, ds.images[idx], ds.inst[idx], ds.cls[idx], typed, ds.sources, idx
+
+
+def _held_out(bundle) -> set[str]:
+    from hvx.training.evaluate import recorded_val_sources
+
+    return recorded_val_sources(bundle)
+
+
 def tune_postprocess(
     bundle_path: str | Path,
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     *,
     grid: dict[str, Sequence] | None = None,
     max_tiles: int = 96,
@@ -73,7 +95,9 @@ def tune_postprocess(
 
     Args:
         bundle_path: Model bundle folder written by ``hvx-train``.
-        data: The dataset it was trained from, at the model's resolution.
+        data: The dataset it was trained from, at the model's resolution, or a list
+            of datasets (instance-only ones are cut into 256 tiles and scored by
+            binary PQ alone); the objective is then the mean of their binary PQs.
         grid: {PostprocessConfig field: values}; None = :data:`DEFAULT_GRID`.
             Fields not in the grid keep the bundle's values.
         max_tiles: At most this many training tiles (evenly spaced).
@@ -92,28 +116,46 @@ def tune_postprocess(
     """
     from hvx.bundle import load_bundle
     from hvx.engine import Engine
-    from hvx.metrics import conic_scores
+    from hvx.metrics import conic_scores, pq_stats
     from hvx.postprocess import PostprocessConfig, postprocess
-    from hvx.training.data import load_dataset
 
     grid = _check_grid(DEFAULT_GRID if grid is None else grid)
     bundle = load_bundle(bundle_path)
-    ds = load_dataset(data)
-    idx = _train_indices(ds.sources, bundle, max_tiles)
+    paths = [data] if isinstance(data, str | Path) else list(data)
     engine = Engine.load(bundle_path, backend=backend)
-    heads = []
-    for start in range(0, idx.size, batch_size):
-        h, _ = engine.heads(ds.images[idx[start : start + batch_size]])
-        h = h.numpy()
-        heads.append((h.np_prob, h.hv, h.tp_prob))
-    true = np.stack([ds.inst[idx], ds.cls[idx].astype(np.int32)], axis=-1)
     n_cls = len(bundle.class_names)
+    sets, used_sources, n_tiles = [], set(), 0
+    for path in paths:
+        name, images, inst, cls, typed, sources, idx = _tiles_for_tuning(path, bundle, max_tiles)
+        heads = []
+        for start in range(0, len(images), batch_size):
+            h, _ = engine.heads(images[start : start + batch_size])
+            h = h.numpy()
+            heads.append((h.np_prob, h.hv, h.tp_prob))
+        true = np.stack([inst, cls.astype(np.int32)], axis=-1)
+        sets.append((name, heads, true, typed))
+        used_sources |= {sources[i] for i in idx}
+        n_tiles += len(images)
     base = bundle.postprocess.to_dict()
 
-    def score(cfg: PostprocessConfig) -> dict:
+    def score_one(heads, true, typed, cfg) -> dict:
         pred = np.concatenate([postprocess(*h, cfg).to_conic() for h in heads])
+        if not typed:
+            pqs = [pq_stats(true[i, ..., 0], pred[i, ..., 0]).pq for i in range(len(pred))]
+            return {"pq": float(np.mean(pqs))}
         s = conic_scores(true, pred, num_classes=n_cls)
         return {"pq": float(s.pq), "mpq_plus": float(s.mpq_plus)}
+
+    def score(cfg: PostprocessConfig) -> dict:
+        per = {name: score_one(h, t, typed, cfg) for name, h, t, typed in sets}
+        if len(per) == 1:
+            return next(iter(per.values()))
+        typed_mpq = [v["mpq_plus"] for v in per.values() if "mpq_plus" in v]
+        return {
+            "pq": float(np.mean([v["pq"] for v in per.values()])),
+            "mpq_plus": float(np.mean(typed_mpq)) if typed_mpq else 0.0,
+            "datasets": per,
+        }
 
     current = {"config": base, **score(bundle.postprocess)}
     results, best = [], current
@@ -123,11 +165,11 @@ def tune_postprocess(
         row = {"change": change, **score(cfg)}
         results.append(row)
         if row["pq"] > best["pq"]:
-            best = {"config": {**base, **change}, "pq": row["pq"], "mpq_plus": row["mpq_plus"]}
+            best = {"config": {**base, **change}, **{k: v for k, v in row.items() if k != "change"}}
     return {
         "bundle": str(bundle_path),
-        "tiles": int(idx.size),
-        "sources": sorted(set(np.asarray(ds.sources)[idx].tolist())),
+        "tiles": int(n_tiles),
+        "sources": sorted(used_sources),
         "current": current,
         "best": best,
         "results": results,
@@ -160,15 +202,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Pick post-processing thresholds on the bundle's training images.",
     )
     p.add_argument("--tune-postprocess", metavar="BUNDLE", required=True, dest="bundle")
-    p.add_argument("--data", required=True, help="dataset folder the bundle was trained from")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="dataset folder the bundle was trained from (repeat for several: the mean "
+        "of their binary PQs is maximised)",
+    )
     p.add_argument("--max-tiles", type=int, default=96, help="training tiles used (default 96)")
     p.add_argument("--backend", default="auto", help="engine backend (default auto)")
     p.add_argument("--write", action="store_true", help="store the best config in the bundle")
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     args = p.parse_args(argv)
     try:
+        data = args.data[0] if len(args.data) == 1 else args.data
         report = tune_postprocess(
-            args.bundle, args.data, max_tiles=args.max_tiles, backend=args.backend
+            data=data, bundle_path=args.bundle, max_tiles=args.max_tiles, backend=args.backend
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"hvx-train: error: {e}", file=sys.stderr)

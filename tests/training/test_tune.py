@@ -60,3 +60,24 @@ def test_cli_reports_and_writes(bundle, consep_dir, tmp_path, capsys):
     assert "training tiles from" in capsys.readouterr().out
     assert json.loads(out.read_text())["tiles"] == 2
     assert cli.main(["--tune-postprocess", str(tmp_path / "nope"), "--data", str(consep_dir)]) == 2
+
+
+MONUSEG = DEFAULT_MODEL_DIR.parents[2].parent / "shared" / "data" / "monuseg"
+
+
+@pytest.mark.skipif(not MONUSEG.is_dir(), reason=f"MoNuSeg not found at {MONUSEG}")
+def test_several_datasets_mean_of_binary_pq(bundle, consep_dir):
+    m = json.loads((bundle / "model.json").read_text())
+    held = ["lung_TCGA-50-5931-01Z-00-DX1"]
+    m["provenance"]["data"]["val_sources"] += held
+    (bundle / "model.json").write_text(json.dumps(m))
+    grid = {"marker_threshold": (0.4,)}
+    rep = tune_postprocess(bundle, [consep_dir, MONUSEG], grid=grid, max_tiles=2, backend="torch")
+    row = rep["results"][0]
+    assert set(row["datasets"]) == {"consep", "monuseg"}
+    assert "mpq_plus" not in row["datasets"]["monuseg"]
+    mean = (row["datasets"]["consep"]["pq"] + row["datasets"]["monuseg"]["pq"]) / 2
+    assert row["pq"] == pytest.approx(mean)
+    assert rep["tiles"] == 4 and not set(held) & set(rep["sources"])
+    single = tune_postprocess(bundle, consep_dir, grid=grid, max_tiles=2, backend="torch")
+    assert single["results"][0]["pq"] == row["datasets"]["consep"]["pq"]
