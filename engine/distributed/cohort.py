@@ -43,7 +43,7 @@ def _connect(ray, address: str | None, num_cpus: int | None) -> bool:
     if address and address != "local":
         ray.init(address=address, **kw)
     else:
-        ray.init(num_cpus=num_cpus, **kw)
+        ray.init(address="local", num_cpus=num_cpus, **kw)  # never a stale cluster file
     return True
 
 

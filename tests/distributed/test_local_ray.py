@@ -1,9 +1,16 @@
 """A local Ray (``ray.init(num_cpus=2)``) runs a cohort: outputs equal the single-process
-run byte for byte; a rerun does nothing; changed parameters on reuse are refused."""
+run byte for byte; a rerun does nothing; changed parameters on reuse are refused; a
+driver killed mid-run leaves committed regions that the same command resumes from."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import REGION_PX, assert_same_outputs, bounded, config, descendants, kill_pids
@@ -15,14 +22,21 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray of 2 CPUs for this module; its processes are ended by PID afterwards."""
-    import os
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    pids = descendants(os.getpid())
-    ray.shutdown()
-    kill_pids([p for p in pids if p in set(descendants(os.getpid()))])
+    """A local Ray of 2 CPUs for this module (its GCS address is yielded, for drivers in
+    other processes); its processes are ended by PID afterwards."""
+    auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # drivers in subprocesses join without a token
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        pids = descendants(os.getpid())
+        ray.shutdown()
+        kill_pids([p for p in pids if p in set(descendants(os.getpid()))])
+        if auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth
 
 
 def test_local_ray_equals_single_process(cohort, local_ray, tmp_path):
@@ -88,4 +102,70 @@ def test_local_ray_equals_single_process(cohort, local_ray, tmp_path):
             ),
             120,
         )
+    assert_same_outputs(cohort, out)
+
+
+HERE = Path(__file__).resolve().parent
+DRIVER = """
+import json, sys
+sys.path.insert(0, {here!r})
+from conftest import REGION_PX, config
+from hvx.distributed import run_slides
+res = run_slides({slides!r}, {out!r}, address={address!r}, config=config(),
+                 region_px=REGION_PX, labels=True, workers=1, progress=False)
+print(json.dumps(res["timing"]))
+"""
+
+
+def test_a_driver_killed_mid_run_resumes(cohort, local_ray, tmp_path):
+    """A driver process on the cluster is SIGKILLed after its first committed region (its
+    actors die with it); the same command again keeps the committed regions, computes
+    the rest only, and ends with the single-process outputs."""
+    from hvx.distributed import run_slides
+
+    out = tmp_path / "ray"
+    script = tmp_path / "driver.py"
+    slides = [str(s) for s in cohort["slides"]]
+    script.write_text(DRIVER.format(here=str(HERE), slides=slides, out=str(out), address=local_ray))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        end = time.monotonic() + 180
+        while time.monotonic() < end and proc.poll() is None:
+            if list(out.glob("*/regions/r*.npz")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert list(out.glob("*/regions/r*.npz")), "no region committed within 180 s"
+        tree = [*descendants(proc.pid), proc.pid]
+        os.kill(proc.pid, signal.SIGKILL)
+        kill_pids(tree)
+        proc.wait(timeout=30)
+    finally:
+        kill_pids([*descendants(proc.pid), proc.pid])
+        proc.stderr.close()
+    committed = {p: p.stat().st_mtime_ns for p in out.glob("*/regions/r*.npz")}
+    assert not all((out / s.stem / "summary.json").exists() for s in cohort["slides"])
+
+    res = bounded(
+        lambda: run_slides(
+            cohort["slides"],
+            out,
+            config=config(),
+            region_px=REGION_PX,
+            labels=True,
+            workers=1,
+            progress=False,
+        ),
+        240,
+    )
+    assert {p: p.stat().st_mtime_ns for p in committed} == committed  # kept, not recomputed
+    n_regions = sum(r["regions"] for r in res["slides"])
+    assert res["timing"].get("regions", 0) == n_regions - len(committed)
     assert_same_outputs(cohort, out)
