@@ -267,16 +267,24 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
+    from hvx.tiling.resume import FolderLock, FolderLockedError
+
     out.mkdir(parents=True, exist_ok=True)
-    _write_record(out, record)
+    try:
+        lock = FolderLock(out)  # two runs into one folder would interleave their files
+    except FolderLockedError as err:
+        log.error("%s", err)
+        return 2
     failed: list[tuple[Path, str]] = []
     done = 0
-    if large:  # tiled, streamed, resumable; one run folder per input
-        from hvx.cli.slide import run_large_inputs
+    with lock:
+        _write_record(out, record)
+        if large:  # tiled, streamed, resumable; one run folder per input
+            from hvx.cli.slide import run_large_inputs
 
-        failed += run_large_inputs(args, engine, large, out)
-        done += len(large) - len(failed)
-    done += _run_files(args, engine, todo, out, failed)
+            failed += run_large_inputs(args, engine, large, out)
+            done += len(large) - len(failed)
+        done += _run_files(args, engine, todo, out, failed)
     where = f" [{engine.backend} on {engine.device}]" if engine is not None else ""
     print(
         f"hvx infer: {done} processed, {len(files) - len(todo)} skipped (already done), "

@@ -24,7 +24,10 @@ anywhere is never emitted cut. Global ids are assigned at emission: 1, 2, ...
 
 Memory: emitted nuclei are kept (bbox + mask crop) only while a later tile can
 still overlap them -- one tile row plus the seam band below it -- and deferred
-nuclei only until their deciding tile; nothing grows with the image size.
+nuclei only until their deciding tile; nothing grows with the image size. They
+are pruned at each row's last *scheduled* tile, so trailing background tiles
+(skipped) do not keep a row's nuclei alive; :meth:`Stitcher.held` counts what
+is held and ``stats.held_max`` its maximum.
 With identical predictions in every tile (a network that sees the whole nucleus
 the same way) and ``overlap`` larger than every nucleus, the result equals a
 one-pass segmentation of the whole image up to the order of ids.

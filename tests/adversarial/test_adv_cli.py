@@ -369,3 +369,19 @@ def test_engine_load_of_a_non_bundle_file_says_bundle(tmp_path):
     with pytest.raises(ValueError, match="bundle folder") as e:
         Engine.load(bad, device="cpu")
     assert "CUDA" not in str(e.value)
+
+
+def test_infer_into_a_locked_folder_is_refused(bundle, tmp_path, capsys, caplog):
+    import os
+
+    from hvx.tiling.resume import FolderLock
+
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((32, 32, 3), np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    with FolderLock(out):
+        assert _infer(img, "--out", out, "--model", bundle, "--format", "npy") == 2
+        assert f"pid {os.getpid()}" in _err(capsys, caplog)
+        assert not (out / "a_inst.npy").exists()
+    assert _infer(img, "--out", out, "--model", bundle, "--format", "npy") == 0
