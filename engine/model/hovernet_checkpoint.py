@@ -47,15 +47,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _reason(message: str) -> str:
+    """The specific line of a torch.load error (its first lines are generic advice)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln or ln.startswith(("Unsupported", "Trying to load")):
+            return ln
+    return lines[-1] if lines else "unknown error"
+
+
 def _load(path: Path) -> object:
     """``torch.load(weights_only=True)`` with each failure turned into one line."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _reason(str(exc))
+        if "GLOBAL" in reason or "global" in reason:
+            raise CheckpointError(
+                f"{path}: refused: the pickle holds code or objects other than tensors "
+                f"(torch.load(weights_only=True): {reason})"
+            ) from None
         raise CheckpointError(
-            f"{path}: refused: the pickle holds code or objects other than tensors "
-            f"(read with torch.load(weights_only=True): {first})"
+            f"{path}: unreadable checkpoint (truncated or not a torch file): {reason}"
         ) from None
     except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
