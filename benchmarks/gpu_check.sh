@@ -11,8 +11,14 @@
 #   gpu_check.log     every step's output, in order
 #   bench-gpu-<date>-kernels.json   hvx-bench: preprocess, postprocess, metrics
 #   bench-gpu-<date>-network.json   hvx-bench: network, e2e (the default's variant + convnext_small)
+#   bench-gpu-<date>-default.json   hvx-bench: network, e2e with the trained default model
+#                                   (not with HVX_GPU_TRAIN_MINUTES: 8 files at most)
+#   bench-gpu-<date>-hovernet.json  hvx-bench: published HoVer-Net fast end to end vs the
+#                                   official code (needs it: $HVX_HOVERNET_REFERENCE, else
+#                                   ./.gpudata/hover_net, carried; and matplotlib). Not with
+#                                   HVX_GPU_TRAIN_MINUTES either.
 #   train.tar.part-*  with HVX_GPU_TRAIN_MINUTES set: scripts/gpu_train.sh's runs (<= 3 files)
-# Copy the two JSON files into benchmarks/results/ and run benchmarks/summarize.py.
+# Copy the JSON files into benchmarks/results/ and run benchmarks/summarize.py.
 #
 # Budget: well under 10 minutes. Each step runs under `timeout` with its own
 # limit, capped by what is left of HVX_GPU_CHECK_BUDGET (default 540 s); a step
@@ -142,6 +148,12 @@ step fp16-check 60 "$PY" -c "from hvx.bundle import load_bundle; from hvx.assets
 default_model_path as d; from hvx.precision import check_fp16; b = load_bundle(d()); \
 print(check_fp16(b.build_model(), b.preprocess, b.postprocess, device='cuda'))"
 
+# The accuracy gate (hvx.backends.quantize: pooled PQ >= 0.98 against fp32, class flips
+# <= 1% of matched nuclei) for torch fp16 and bf16 on this GPU, on the CoNSeP validation
+# tiles of the default model, with the paired fp32/fp16/bf16 network ratio (issue 24).
+step precision-gate 90 "$PY" benchmarks/gpu_gate.py --device cuda --precisions fp16 bf16 \
+    ${HVX_CONSEP_DIR:+--data "$HVX_CONSEP_DIR"} --rounds 10
+
 if ((TRAIN)); then
     # capped by the budget left; gpu_train.sh stops runs past their own budget + 150 s
     step train-finish 600 bash scripts/gpu_train.sh finish "$DEST"
@@ -155,6 +167,23 @@ step bench-kernels 90 "$PY" -m hvx.bench --device cuda --stages preprocess,postp
 step bench-network 150 "$PY" -m hvx.bench --device cuda --stages network,e2e \
     --variant fast_hr_convnext_atto,convnext_small --batch 1,8,32 --repeats 3 \
     --json "$DEST/bench-gpu-$DATE-network.json"
+
+# end to end with the trained default model (real nuclei counts, so post-processing's
+# share is real), paired against the baseline pipeline. Not with training on: its
+# train.tar.part-* files would take the file count past the 8 that come back.
+if ((TRAIN)); then
+    echo "=== bench-e2e-default skipped: training files use the result slots" | tee -a "$LOG"
+else
+    step bench-e2e-default 120 "$PY" -m hvx.bench --device cuda --stages network,e2e \
+        --model engine/models/default --batch 1,8,32 --repeats 5 \
+        --json "$DEST/bench-gpu-$DATE-default.json"
+    # the published HoVer-Net (fast) vs the official pipeline, same GPU, same tiles
+    if [[ -z "${HVX_HOVERNET_REFERENCE:-}" && -d "$ROOT/.gpudata/hover_net" ]]; then
+        export HVX_HOVERNET_REFERENCE="$ROOT/.gpudata/hover_net"
+    fi
+    step bench-hovernet 120 "$PY" -m hvx.bench --device cuda --stages hovernet \
+        --batch 1,8 --repeats 3 --json "$DEST/bench-gpu-$DATE-hovernet.json"
+fi
 
 echo "=== done in $(($(date +%s) - START))s; results in $DEST" | tee -a "$LOG"
 column -t "$STEPS" 2>/dev/null || cat "$STEPS"

@@ -39,6 +39,11 @@ box: its load average is given with each run (read CPU times as +-30% or worse).
 """
 
 
+def _superseded(path: Path) -> bool:
+    """Results moved to ``results/superseded/``: kept for the record, not tabulated."""
+    return RESULTS / "superseded" in path.parents
+
+
 def machine_of(prov: dict) -> str:
     """A readable machine name from a provenance block."""
     if prov.get("gpu"):
@@ -76,6 +81,12 @@ def _argv_text(argv: list[str]) -> str:
     return shlex.join(out)
 
 
+def _inputs_kind(record: dict) -> str:
+    """``synthetic`` / ``predicted`` for post-processing records that say so."""
+    kind = record["extra"].get("inputs", "")
+    return kind if kind in ("synthetic", "predicted") else ""
+
+
 def _stage_table(doc: dict, stage: str) -> list[str]:
     rows = [
         "| impl | variant | batch | size | ms/batch (p20-p80) | CPU ms | tiles/s | peak MB "
@@ -92,13 +103,17 @@ def _stage_table(doc: dict, stage: str) -> list[str]:
         if r.get("requested_batch"):
             batch += f" (asked {r['requested_batch']}, OOM)"
         speed = f"**{r['speedup']:.2f}x**" if r.get("speedup") else ""
+        pr = r["extra"].get("paired_ratio")
+        if pr:
+            speed += f" paired, p25-p75 {pr['p25']:.2f}-{pr['p75']:.2f}"
         frac = r["extra"].get("fraction_of_matmul_peak") or r["extra"].get(
             "fraction_of_copy_bandwidth"
         )
         if frac:
             speed += f" ({100 * frac:.0f}% of peak)"
         rows.append(
-            f"| {r['impl']} | {r['extra'].get('variant', '')} | {batch} | {r['size']} "
+            f"| {r['impl']} | {r['extra'].get('variant') or _inputs_kind(r)} | {batch} "
+            f"| {r['size']} "
             f"| {t['median_ms']:,.2f} ({t['p20_ms']:,.2f}-{t['p80_ms']:,.2f}) "
             f"| {_fmt(t.get('cpu_median_ms'))} "
             f"| {r['tiles_per_s']:,.1f} | {peak_text} | {r.get('baseline') or ''} | {speed} |"
@@ -110,7 +125,7 @@ def _bench_section(docs: list[tuple[Path, dict]]) -> list[str]:
     """Tables of the latest hvx-bench result per machine, stage and thread setting."""
     latest: dict[tuple[str, str, int], tuple[Path, dict]] = {}
     for path, doc in docs:
-        if doc.get("schema") != "hvx-bench/1":
+        if doc.get("schema") != "hvx-bench/1" or _superseded(path):
             continue
         machine = machine_of(doc["provenance"])
         threads = doc["run"].get("threads") or 0  # 0: the libraries' default (all cores)
@@ -168,6 +183,9 @@ def _bench_section(docs: list[tuple[Path, dict]]) -> list[str]:
 def _headline(doc: dict) -> str:
     keys = [k for k, v in doc.items() if k.startswith("speedup") and isinstance(v, int | float)]
     parts = [f"{k} {doc[k]:.1f}x" for k in keys]
+    kind = (doc.get("inputs") or {}).get("kind") if isinstance(doc.get("inputs"), dict) else None
+    if kind:
+        parts.insert(0, f"inputs: {kind}")
     # paired speed-ups (timed back to back): {case: {"median", "p25", "p75", ...}}
     for case, v in (doc.get("speedup_paired_cpu") or {}).items():
         parts.append(f"{case} {v['median']:.1f}x paired (p25-p75 {v['p25']:.1f}-{v['p75']:.1f})")
@@ -187,7 +205,9 @@ def _other_section(docs: list[tuple[Path, dict]]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for path, doc in docs:
-        if doc.get("schema") == "hvx-bench/1" or "provenance" not in doc:
+        if doc.get("schema") == "hvx-bench/1" or "provenance" not in doc or _superseded(path):
+            continue
+        if doc.get("benchmark") == "cpu-precision":
             continue
         prov = doc["provenance"]
         lines.append(
@@ -197,10 +217,96 @@ def _other_section(docs: list[tuple[Path, dict]]) -> list[str]:
     return [*lines, ""]
 
 
+def _ratio(v: dict) -> str:
+    return f"{v['median']:.2f}x ({v['p25']:.2f}-{v['p75']:.2f})"
+
+
+def _precision_section(docs: list[tuple[Path, dict]]) -> list[str]:
+    """``benchmarks/bench_cpu_precision.py`` runs: int8/bf16 vs fp32 ORT, paired."""
+    runs = [(p, d) for p, d in docs if d.get("benchmark") == "cpu-precision" and not _superseded(p)]
+    if not runs:
+        return []
+    lines = [
+        "## CPU network precision: int8 / bf16 against fp32 ONNX Runtime (paired)",
+        "",
+        "`benchmarks/bench_cpu_precision.py`: fp32 ONNX Runtime, int8 ONNX Runtime, bf16 torch "
+        "and torch fp32 eager run in turn on the same preprocessed real tiles, round after "
+        "round; each ratio is per round (median, p25-p75 in brackets), so the load of the "
+        "shared machine hits both sides alike. Every thread pool is pinned to the count shown.",
+        "",
+    ]
+    for path, doc in runs:
+        prov = doc["provenance"]
+        lines += [
+            f"`{path.relative_to(ROOT)}`: {prov['date']}, hvx {prov['hvx']} "
+            f"({prov['git_sha'][:10]}), {machine_of(prov)}, native bf16: "
+            f"{', '.join(doc['cpu_bf16_flags']) or 'none'}, {doc['rounds']} rounds, "
+            f"load average at start {doc['loadavg_start']}",
+            "",
+            "| threads | batch | impl | ms/tile | vs fp32 ORT | vs torch fp32 "
+            "| load avg (before, after) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for run in doc["runs"]:
+            for b in run["batches"]:
+                for impl, ms in b["ms_per_tile"].items():
+                    lines.append(
+                        f"| {run['threads']['requested']} | {b['batch']} | {impl} | {ms:,.1f} "
+                        f"| {_ratio(b['ratio_vs_ort_fp32'][impl])} "
+                        f"| {_ratio(b['ratio_vs_torch_fp32'][impl])} "
+                        f"| {b['loadavg_before'][0]}, {b['loadavg_after'][0]} |"
+                    )
+        gate = doc.get("gate_record") or {}
+        if gate:
+            lines += ["", "Accuracy gate recorded for this bundle (`hvx build --int8 --bf16`):", ""]
+            lines += [
+                "| precision | passed | PQ vs fp32 | class flips | matched | tiles |",
+                "|---|---|---|---|---|---|",
+            ]
+            for name in ("int8", "bf16"):
+                e = gate.get(name)
+                if e:
+                    g = e["gate"]
+                    lines.append(
+                        f"| {name} | {e['passed']} | {g['pq']:.4f} | {g['flips']} "
+                        f"({100 * g['flip_fraction']:.2f}%) | {g['tp']} | {g['tiles']} |"
+                    )
+        lines.append("")
+    return lines
+
+
+def _superseded_section(docs: list[tuple[Path, dict]]) -> list[str]:
+    """Files moved to results/superseded/, with the reason recorded beside them."""
+    reasons_file = RESULTS / "superseded" / "REASONS.json"
+    reasons = json.loads(reasons_file.read_text()) if reasons_file.is_file() else {}
+    rows = [(p, d) for p, d in docs if _superseded(p) and p != reasons_file]
+    if not rows:
+        return []
+    lines = [
+        "## Superseded results (not quoted anywhere)",
+        "",
+        "Kept for the record; their figures did not reproduce in paired reruns.",
+        "",
+        "| file | date | why superseded |",
+        "|---|---|---|",
+    ]
+    for path, doc in rows:
+        date = (doc.get("provenance") or {}).get("date", "")[:10]
+        lines.append(f"| `{path.relative_to(ROOT)}` | {date} | {reasons.get(path.name, '')} |")
+    return [*lines, ""]
+
+
 def render() -> str:
     """The full BENCHMARKS.md text."""
     docs = _load_docs()
-    return "\n".join([HEADER, *_bench_section(docs), *_other_section(docs)]).rstrip() + "\n"
+    parts = [
+        HEADER,
+        *_precision_section(docs),
+        *_bench_section(docs),
+        *_other_section(docs),
+        *_superseded_section(docs),
+    ]
+    return "\n".join(parts).rstrip() + "\n"
 
 
 def main() -> int:

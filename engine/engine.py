@@ -27,9 +27,9 @@ __all__ = ["CPU_BACKEND_PREFERENCE", "Engine", "load"]
 
 log = logging.getLogger("hvx.engine")
 
-#: Order tried for backend="auto" on a CPU. Measured in
-#: benchmarks/results/engine-cpu-2026-11-27.json (see BENCHMARKS): ONNX Runtime
-#: vs torch eager fp32 on this 2-core AVX2 machine.
+#: Order tried for backend="auto" on a CPU (fp32). Measured paired in
+#: benchmarks/results/cpu-precision-2026-12-05.json (see BENCHMARKS): fp32 ONNX
+#: Runtime 1.4-1.6x torch eager fp32 at one thread on the default model.
 CPU_BACKEND_PREFERENCE = ("onnxruntime", "torch")
 
 

@@ -57,3 +57,53 @@ def test_gpu_check_script_parses_and_budgets_every_step():
     steps = [line for line in text.splitlines() if line.lstrip().startswith("step ")]
     assert len(steps) >= 5 and all(line.split()[2].isdigit() for line in steps)
     assert "HVX_GPU_CHECK_BUDGET:-540" in text and "pytest -m cuda" in text
+
+
+def test_superseded_files_are_listed_apart_with_their_reason(summarize, tmp_path):
+    results = tmp_path / "benchmarks" / "results"
+    (results / "superseded").mkdir(parents=True)
+    (results / "new.json").write_text(json.dumps(_doc("2026-11-02T00:00:00", None, 1.5)))
+    (results / "superseded" / "old.json").write_text(
+        json.dumps(_doc("2026-11-03T00:00:00", None, 28.0))
+    )
+    (results / "superseded" / "REASONS.json").write_text(json.dumps({"old.json": "did not hold"}))
+    text = summarize.render()
+    assert "**1.50x**" in text and "**28.00x**" not in text  # newer but superseded
+    assert "## Superseded results" in text and "did not hold" in text
+
+
+def test_paired_spread_and_precision_section(summarize, tmp_path):
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    doc = _doc("2026-11-02T00:00:00", None, 2.5)
+    doc["records"][0]["extra"]["paired_ratio"] = {"median": 2.5, "p25": 2.25, "p75": 2.75}
+    (results / "a.json").write_text(json.dumps(doc))
+    r = {"median": 1.9, "p25": 1.8, "p75": 2.0, "min": 1.5, "n": 5}
+    one = {"median": 1.0, "p25": 1.0, "p75": 1.0, "min": 1.0, "n": 5}
+    prec = {
+        "benchmark": "cpu-precision",
+        "provenance": {**harness.provenance(), "date": "2026-11-02T00:00:00"},
+        "cpu_bf16_flags": ["amx_bf16"],
+        "rounds": 5,
+        "loadavg_start": [1.0, 1.0, 1.0],
+        "gate_record": None,
+        "runs": [
+            {
+                "threads": {"requested": 1},
+                "batches": [
+                    {
+                        "batch": 1,
+                        "ms_per_tile": {"ort_fp32": 80.0, "torch_bf16": 42.0},
+                        "ratio_vs_ort_fp32": {"ort_fp32": one, "torch_bf16": r},
+                        "ratio_vs_torch_fp32": {"ort_fp32": one, "torch_bf16": r},
+                        "loadavg_before": [1.0, 1.0, 1.0],
+                        "loadavg_after": [2.0, 1.0, 1.0],
+                    }
+                ],
+            }
+        ],
+    }
+    (results / "p.json").write_text(json.dumps(prec))
+    text = summarize.render()
+    assert "**2.50x** paired, p25-p75 2.25-2.75" in text
+    assert "| 1 | 1 | torch_bf16 | 42.0 | 1.90x (1.80-2.00) |" in text
