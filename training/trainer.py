@@ -778,8 +778,13 @@ class Trainer:
                     leave=False,
                 )
                 t_epoch = time.monotonic()
+                sums: dict[str, float] = {}
+                counts: dict[str, int] = {}
                 for batch in bar:
                     losses = self.train_step(batch)
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                        counts[k] = counts.get(k, 0) + 1
                     self.step_in_epoch += 1
                     self.global_step += 1
                     bar.set_postfix(loss=f"{losses['loss']:.4f}")
@@ -805,6 +810,8 @@ class Trainer:
                             "global_step": self.global_step,
                             "lr": self.scheduler.get_last_lr()[0],
                             **losses,
+                            # means over the steps of this invocation's part of the epoch
+                            **{f"mean_{k}": sums[k] / counts[k] for k in sums},
                         }
                     )
                     if self._stop is None and (
