@@ -109,11 +109,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "QuPath GeoJSON + CSV (+ label TIFF) written as it goes. Re-running the same "
         "command after an interruption resumes where it stopped.",
     )
-    p.add_argument("input", type=Path, help="slide or image file")
-    p.add_argument("--model", required=True, type=Path, help="model bundle folder")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="SLIDE",
+        help="slide or image files (several: one sub-folder of --out per slide)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        type=Path,
+        help="model bundle folder (default: the bundled default model)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: best available)")
     add_tiling_arguments(p)
+    from hvx.distributed.cli import add_ray_arguments
+
+    add_ray_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -184,10 +198,18 @@ def run(args: argparse.Namespace) -> int:
     from hvx.slide import SlideReadError
     from hvx.tiling import RunMismatchError
 
+    if args.ray is not None:  # a cohort on Ray (hvx.distributed)
+        from hvx.distributed.cli import run_ray
+
+        return run_ray(args)
     try:
+        from hvx.distributed.cohort import output_folders
+
+        pairs = output_folders(args.inputs, args.out)  # one slide: --out; several: --out/<stem>/
         engine = Engine.load(args.model, device=args.device or "auto")
-        run_tiled(args, engine, args.input, args.out)
-    except (SlideReadError, RunMismatchError, FileNotFoundError) as err:
+        for path, out in pairs:
+            run_tiled(args, engine, path, out)
+    except (SlideReadError, RunMismatchError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2
     return 0

@@ -9,13 +9,14 @@ stitcher and writers (see docs/distributed.md). Needs ``pip install 'hvx[ray]'``
 importing this package does not import Ray.
 """
 
-from hvx.distributed.cohort import format_table, run_slides
+from hvx.distributed.cohort import format_table, output_folders, run_slides
 from hvx.distributed.regions import Region, RegionStore, pack_tiles, plan_regions, unpack_tiles
 
 __all__ = [
     "Region",
     "RegionStore",
     "format_table",
+    "output_folders",
     "pack_tiles",
     "plan_regions",
     "run_slides",

@@ -21,7 +21,7 @@ from hvx.distributed.workers import EngineWorker, peak_rss_mb
 
 log = logging.getLogger("hvx.distributed")
 
-__all__ = ["format_table", "run_slides"]
+__all__ = ["format_table", "output_folders", "run_slides"]
 
 
 def _import_ray():
@@ -56,7 +56,7 @@ def _default_workers(ray) -> tuple[int, float]:
     return max(1, int(res.get("CPU", 1)) // 2), 0.0
 
 
-def _folders(slides: Sequence[Path], out: Path) -> list[tuple[Path, Path]]:
+def output_folders(slides: Sequence[Path], out: Path) -> list[tuple[Path, Path]]:
     """One slide: ``out`` itself; several: ``out/<slide stem>/`` (stems must differ)."""
     if len(slides) == 1:
         return [(slides[0], out)]
@@ -152,10 +152,11 @@ def run_slides(
     if not paths:
         raise ValueError("expected at least one slide, got none")
     out = Path(out)
-    pairs = _folders(paths, out)
+    pairs = output_folders(paths, out)
     t0 = time.perf_counter()
     started = _connect(ray, address, num_cpus)
-    actors = []
+    actors: list = []
+    jobs: list[SlideJob] = []
     try:
         n, gpus = _default_workers(ray)
         n = workers or n
@@ -172,22 +173,22 @@ def run_slides(
                 f"{sorted({i.key() for i in infos})}"
             )
         info = infos[0]
-        jobs = [
-            prepare_slide(
-                p,
-                f,
-                info,
-                config=config,
-                formats=formats,
-                labels=labels,
-                stem=stem,
-                level=level,
-                mpp=mpp,
-                region_px=region_px,
-                overwrite=overwrite,
+        for p, f in pairs:  # one by one, so a refusal still releases the earlier locks
+            jobs.append(
+                prepare_slide(
+                    p,
+                    f,
+                    info,
+                    config=config,
+                    formats=formats,
+                    labels=labels,
+                    stem=stem,
+                    level=level,
+                    mpp=mpp,
+                    region_px=region_px,
+                    overwrite=overwrite,
+                )
             )
-            for p, f in pairs
-        ]
         timing = _run(
             ray,
             jobs,
@@ -203,6 +204,8 @@ def run_slides(
         )
         workers_mem = timing.pop("workers")
     finally:
+        for job in jobs:
+            job.release()
         for a in actors:
             ray.kill(a)
         if started:
@@ -311,6 +314,8 @@ def _row(job: SlideJob) -> dict:
         "nuclei": s.get("nuclei"),
         "regions": len(job.regions),
         "seconds": round(secs, 3),
+        "assemble_s": s.get("seconds"),
+        "tiles": s.get("tiles_run"),
         "area_mm2": None if job.area_mm2 is None else round(job.area_mm2, 4),
         "mm2_per_s": None if not (job.area_mm2 and secs) else round(job.area_mm2 / secs, 4),
     }

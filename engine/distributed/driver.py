@@ -92,6 +92,13 @@ class SlideJob:
     summary: dict | None = None
     seconds: float = 0.0
     started: float | None = None
+    run: object = None
+    side: int = 1
+
+    def release(self) -> None:
+        """Releases the run folder's lock held since :func:`prepare_slide` (idempotent)."""
+        if self.run is not None:
+            self.run.release()
 
 
 def _output_names(stem: str) -> tuple[str, ...]:
@@ -135,17 +142,24 @@ def prepare_slide(
             align=_align(model, config),
         )
         identity = run_identity(model, reader, config, formats, labels, stem)
+        # Locks the folder (hvx.tiling.resume.FolderLock) until the slide is assembled.
         run = RunFolder.open(folder, identity, _output_names(stem), overwrite=overwrite)
-        side = max(1, region_px // (config.tile - config.overlap))
-        layout = {"side_tiles": side, "tiles": plan.to_dict()}
-        store = RegionStore(folder, run.digest, layout)
-        done = run.summary()
-        regions = (
-            []
-            if done is not None
-            else plan_regions(plan, schedule_tiles(plan, reader, config), side)
-        )
-        area = None if reader.mpp is None else reader.height * reader.width * reader.mpp**2 / 1e6
+        try:
+            side = max(1, region_px // (config.tile - config.overlap))
+            layout = {"side_tiles": side, "tiles": plan.to_dict()}
+            store = RegionStore(folder, run.digest, layout)
+            done = run.summary()
+            regions = (
+                []
+                if done is not None
+                else plan_regions(plan, schedule_tiles(plan, reader, config), side)
+            )
+            area = (
+                None if reader.mpp is None else reader.height * reader.width * reader.mpp**2 / 1e6
+            )
+        except BaseException:
+            run.release()
+            raise
     job = SlideJob(
         path=Path(path),
         folder=Path(folder),
@@ -157,8 +171,11 @@ def prepare_slide(
         todo={r.index for r in regions} - store.done(),
         area_mm2=area,
         summary=done,
+        run=run,
+        side=side,
     )
-    job.side = side  # type: ignore[attr-defined]
+    if done is not None:
+        job.release()
     return job
 
 
@@ -166,7 +183,8 @@ def assemble(job: SlideJob, model: ModelInfo, *, config, formats, labels) -> dic
     """Stitches a slide's committed regions into its outputs (same code as one machine)."""
     from hvx.tiling.pipeline import infer_slide
 
-    replay = job.store.replay(job.regions, job.plan, job.side)  # type: ignore[attr-defined]
+    replay = job.store.replay(job.regions, job.plan, job.side)
+    job.release()  # infer_slide takes the folder's lock itself
     with job.source.open() as reader:
         return infer_slide(
             model,
@@ -331,7 +349,9 @@ class _Scheduler:
             job = self.jobs[ch.slide]
             blobs = [got[p] for p in range(ch.n_parts)]
             del self.parts[(ch.slide, ch.region)]
+            t = time.perf_counter()
             if job.store.commit(ch.region, blobs):
                 self.stats["regions"] += 1
+            self.stats["commit_s"] += time.perf_counter() - t
             job.todo.discard(ch.region)
             self.on_region(job, ch.region)

@@ -169,3 +169,33 @@ def test_a_driver_killed_mid_run_resumes(cohort, local_ray, tmp_path):
     n_regions = sum(r["regions"] for r in res["slides"])
     assert res["timing"].get("regions", 0) == n_regions - len(committed)
     assert_same_outputs(cohort, out)
+
+
+def test_hvx_slide_ray_command(cohort, local_ray, tmp_path, capsys):
+    """``hvx slide SLIDE --out DIR --ray`` (default model, joining the running Ray): the
+    single-process outputs, and the per-slide table."""
+    from hvx.cli import main
+
+    beta = cohort["slides"][1]
+    out = tmp_path / "cli"
+    argv = [
+        "slide",
+        str(beta),
+        "--out",
+        str(out),
+        "--ray",
+        "--workers",
+        "1",
+        "--labels",
+        "--tile-batch",
+        "4",
+        "--region",
+        str(REGION_PX),
+        "--no-progress",
+    ]
+    assert bounded(lambda: main(argv), 180) == 0
+    ref, single = cohort["single"][beta.stem]
+    for name in ("nuclei.geojson", "nuclei.csv", "nuclei_labels.tif"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    printed = capsys.readouterr().out
+    assert "beta.png" in printed and str(single["nuclei"]) in printed and "mm2/s" in printed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,23 @@ def test_ray_failures_are_retried_hvx_errors_are_not():
     assert not _is_system_error(wrapped)
     died = ray.exceptions.RayTaskError("heads", "tb", ray.exceptions.ActorDiedError())
     assert _is_system_error(died)
+
+
+def test_hvx_slide_takes_several_slides_and_a_ray_address():
+    from hvx.cli import build_parser
+    from hvx.distributed import output_folders
+
+    args = build_parser().parse_args(["slide", "a.svs", "b.svs", "--out", "o"])
+    assert [p.name for p in args.inputs] == ["a.svs", "b.svs"] and args.model is None
+    assert args.ray is None and args.region == 4096
+    args = build_parser().parse_args(["slide", "a.svs", "--out", "o", "--ray"])
+    assert args.ray == "local"
+    args = build_parser().parse_args(["slide", "a.svs", "--out", "o", "--ray", "10.0.0.1:6379"])
+    assert args.ray == "10.0.0.1:6379"
+    assert output_folders([Path("x/a.svs")], Path("o")) == [(Path("x/a.svs"), Path("o"))]
+    assert [f for _, f in output_folders([Path("a.svs"), Path("b.tif")], Path("o"))] == [
+        Path("o/a"),
+        Path("o/b"),
+    ]
+    with pytest.raises(ValueError, match="share the output folder name"):
+        output_folders([Path("x/a.svs"), Path("y/a.svs")], Path("o"))
