@@ -154,7 +154,7 @@ def test_mpp_out_of_range_is_refused_with_a_hint(bundle, tmp_path, capsys, mpp):
     assert "0.25" in err and "40x" in err and "Traceback" not in err
 
 
-def test_huge_tile_is_refused_before_allocating(bundle, tmp_path, capsys):
+def test_huge_tile_is_refused_before_allocating(bundle, tmp_path, capsys, caplog):
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), np.zeros((64, 64, 3), np.uint8))
     code = main(
@@ -175,7 +175,7 @@ def test_huge_tile_is_refused_before_allocating(bundle, tmp_path, capsys):
         ]
     )
     assert code == 2
-    err = capsys.readouterr().err
+    err = _err(capsys, caplog)
     assert "--max-memory-gb" in err and "GB" in err and "Traceback" not in err
 
 
@@ -273,7 +273,7 @@ def test_model_file_that_is_not_a_bundle_says_so(tmp_path, capsys, caplog):
         ["--tile", "100", "--overlap", "-2"],
     ],
 )
-def test_bad_tiling_options_give_one_line(bundle, tmp_path, capsys, extra):
+def test_bad_tiling_options_give_one_line(bundle, tmp_path, capsys, caplog, extra):
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), np.zeros((64, 64, 3), np.uint8))
     try:
@@ -294,7 +294,7 @@ def test_bad_tiling_options_give_one_line(bundle, tmp_path, capsys, extra):
     except SystemExit as e:  # argparse
         code = e.code
     assert code == 2
-    err = capsys.readouterr().err
+    err = _err(capsys, caplog)
     assert "Traceback" not in err and err.strip() and len(err.strip().splitlines()) <= 2
 
 
