@@ -85,6 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)  # a leftover (or planted symlink) is removed, not followed
     shutil.copyfile(src, tmp)
     tmp.replace(dst)
 
@@ -95,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
     from hvx.backends.export import PlanSettings, sidecar_path
     from hvx.bundle import load_bundle
 
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        log.error("expected --out to be a folder, got a file: %s", args.out)
+        return 2
     try:
         bundle = load_bundle(args.bundle)
         settings = PlanSettings(

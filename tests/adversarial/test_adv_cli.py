@@ -385,3 +385,12 @@ def test_infer_into_a_locked_folder_is_refused(bundle, tmp_path, capsys, caplog)
         assert f"pid {os.getpid()}" in _err(capsys, caplog)
         assert not (out / "a_inst.npy").exists()
     assert _infer(img, "--out", out, "--model", bundle, "--format", "npy") == 0
+
+
+def test_build_out_being_a_file_is_refused_before_exporting(bundle, tmp_path, capsys, caplog):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["build", str(bundle), "--onnx", "--out", str(f)]) == 2
+    err = _err(capsys, caplog)
+    assert "got a file" in err and "Traceback" not in err
+    assert f.read_text() == "x"
