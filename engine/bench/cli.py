@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from hvx.bench import backends as backends_stage
 from hvx.bench import e2e as e2e_stage
 from hvx.bench import harness
+from hvx.bench import hovernet as hovernet_stage
 from hvx.bench import metrics as metrics_stage
 from hvx.bench import network as network_stage
 from hvx.bench import postprocess as postprocess_stage
@@ -34,9 +35,11 @@ _STAGES: tuple = (
     metrics_stage,
     e2e_stage,
     backends_stage,
+    hovernet_stage,
 )
 #: Stages run when --stages is not given: all but ``backends`` (every backend of the
-#: device vs torch fp32; ``network`` already measures the one the Engine picks).
+#: device vs torch fp32; ``network`` already measures the one the Engine picks) and
+#: ``hovernet`` (needs the official hover_net code, see hvx.bench.hovernet).
 DEFAULT_STAGES = ("preprocess", "network", "postprocess", "metrics", "e2e")
 
 #: Version of the JSON layout (bump on incompatible changes; the schema pins it).

@@ -81,18 +81,26 @@ def official_variant(mode: str, typed: bool) -> str:
 
 
 def _same_pad(x: torch.Tensor, ksize: int, stride: int) -> torch.Tensor:
-    """Zero padding as TensorFlow's "same" (extra pixel at the end), from H, as the original."""
-    h = int(x.shape[2])
-    total = max(ksize - (stride if h % stride == 0 else h % stride), 0)
+    """Zero padding as TensorFlow's "same" (extra pixel at the end), from H, as the original.
+
+    While exporting, H is taken as a multiple of the stride: true for every strided
+    convolution of both official windows (256 and 270 -> 264 reach them as even
+    sizes), and it keeps the traced graph free of size arithmetic.
+    """
+    rem = 0 if stride == 1 or _under_export() else int(x.shape[2]) % stride
+    total = max(ksize - (stride if rem == 0 else rem), 0)
     lo = total // 2
     hi = total - lo
     return functional.pad(x, (lo, hi, lo, hi))
 
 
-def _centre_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The centred ``h x w`` window of ``x`` (N, C, H, W); odd excess goes to the end."""
-    dh, dw = int(x.shape[2]) - h, int(x.shape[3]) - w
-    return x[:, :, dh // 2 : dh // 2 + h, dw // 2 : dw // 2 + w]
+def _trim(x: torch.Tensor, total: int) -> torch.Tensor:
+    """Removes ``total`` rows and columns, ``total // 2`` first, the rest at the end.
+
+    Static slicing (no size reads), so exported graphs carry no shape arithmetic.
+    """
+    lo, hi = total // 2, total - total // 2
+    return x[:, :, lo : -hi or None, lo : -hi or None]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False):
@@ -198,11 +206,11 @@ class _DenseStage(nn.Module):
         super().__init__()
         self.units = nn.ModuleList(_DenseUnit(cin + 32 * i, k) for i in range(count))
         self.blk_bna = _BNReLU(cin + 32 * count)
+        self.k = k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for unit in self.units:
-            new = unit(x)
-            x = torch.cat([_centre_crop(x, int(new.shape[2]), int(new.shape[3])), new], dim=1)
+            x = torch.cat([_trim(x, self.k - 1), unit(x)], dim=1)  # valid kxk eats k - 1
         return self.blk_bna(x)
 
 
@@ -333,9 +341,7 @@ class OfficialHoVerNet(nn.Module):
         d2 = self.d2(d1)
         d3 = self.conv_bot(self.d3(d2))
         c0, c1 = self._crops
-        d0 = _centre_crop(d0, int(d0.shape[2]) - c0, int(d0.shape[3]) - c0)
-        d1 = _centre_crop(d1, int(d1.shape[2]) - c1, int(d1.shape[3]) - c1)
-        feats = [d0, d1, d2, d3]
+        feats = [_trim(d0, c0), _trim(d1, c1), d2, d3]
         out = {name: branch(feats) for name, branch in self.decoder.items()}
         tp = out["tp"] if self.typed else out["np"]
         return {"np": out["np"], "hv": out["hv"], "tp": tp}
