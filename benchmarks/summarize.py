@@ -36,6 +36,15 @@ edit by hand. How the numbers are taken, and how to add GPU numbers:
 replaces, measured in the same run on the same inputs; ratios, not absolute
 times, are what compare across machines. The CPU machine is a shared 2-core
 box: its load average is given with each run (read CPU times as +-30% or worse).
+
+Since issue 24, baseline and hvx are timed in alternation (A B A B ...) and a
+speed-up marked "paired" is the median of the per-round ratios with its p25-p75:
+other jobs on the machine slow both sides of a round alike. Speed-ups marked
+"unpaired" come from older runs that timed the two sides one after the other
+(ratio of medians); they have not been rerun with the paired method (the GPU
+ones need a GPU session) and are less trustworthy. Post-processing is reported
+on synthetic maps (CoNSeP labels turned into head outputs plus noise) and on
+real predictions (the default model's heads on CoNSeP tiles) separately.
 """
 
 
@@ -106,6 +115,8 @@ def _stage_table(doc: dict, stage: str) -> list[str]:
         pr = r["extra"].get("paired_ratio")
         if pr:
             speed += f" paired, p25-p75 {pr['p25']:.2f}-{pr['p75']:.2f}"
+        elif speed:
+            speed += " unpaired"
         frac = r["extra"].get("fraction_of_matmul_peak") or r["extra"].get(
             "fraction_of_copy_bandwidth"
         )
