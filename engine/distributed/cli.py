@@ -33,6 +33,13 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
         default=4096,
         help="region side in pixels, the unit of work and of resumption (default 4096)",
     )
+    g.add_argument(
+        "--assemble",
+        choices=("driver", "cluster"),
+        default="driver",
+        help="where each slide is stitched and written: in the driver (default) or as one "
+        "Ray task per slide, in parallel (--out must be on storage all nodes share)",
+    )
 
 
 def run_ray(args: argparse.Namespace) -> int:
@@ -67,6 +74,7 @@ def run_ray(args: argparse.Namespace) -> int:
             device=args.device or "auto",
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            assemble_on=args.assemble,
         )
     except (SlideReadError, RunMismatchError, FileNotFoundError, ImportError, ValueError) as err:
         log.error("%s", err)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -94,6 +95,7 @@ def run_slides(
     num_cpus: int | None = None,
     actor_options: dict | None = None,
     pp_options: dict | None = None,
+    assemble_on: str = "driver",
 ) -> dict:
     """Segments a cohort of slides on Ray: region-parallel, resumable.
 
@@ -128,6 +130,10 @@ def run_slides(
         num_cpus: CPUs of a local Ray started here (default: all).
         actor_options: Extra ``.options()`` of the engine actors (e.g. ``resources``).
         pp_options: Extra ``.options()`` of the post-processing tasks.
+        assemble_on: Where each slide is stitched and written once its regions are
+            in: ``"driver"`` (a driver thread, one slide at a time) or ``"cluster"``
+            (one Ray CPU task per slide, in parallel; ``out`` must then be on
+            storage every node shares).
 
     Returns:
         ``{"slides": [per-slide rows], "workers": [peak memory per worker process],
@@ -144,6 +150,8 @@ def run_slides(
     ray = _import_ray()
     if window < 1:
         raise ValueError(f"expected window >= 1, got {window}")
+    if assemble_on not in ("driver", "cluster"):
+        raise ValueError(f"expected assemble_on 'driver' or 'cluster', got {assemble_on!r}")
     config = config or TilingConfig()
     bad = [f for f in formats if f not in ("geojson", "csv")]
     if bad:
@@ -201,6 +209,7 @@ def run_slides(
             max_attempts,
             pp_options or {},
             progress,
+            assemble_on,
         )
         workers_mem = timing.pop("workers")
     finally:
@@ -233,7 +242,18 @@ def run_slides(
 
 
 def _run(
-    ray, jobs, actors, info, config, formats, labels, window, max_attempts, pp_options, progress
+    ray,
+    jobs,
+    actors,
+    info,
+    config,
+    formats,
+    labels,
+    window,
+    max_attempts,
+    pp_options,
+    progress,
+    assemble_on="driver",
 ) -> dict:
     from tqdm import tqdm
 
@@ -251,10 +271,19 @@ def _run(
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hvx-assemble")
     futures: dict[int, concurrent.futures.Future] = {}
 
+    remote = None
+    if assemble_on == "cluster":  # one CPU task per slide; needs --out on shared storage
+        remote = ray.remote(assemble).options(num_cpus=1, max_retries=3)
+
     def start_assembly(k: int) -> None:
         job = jobs[k]
         job.started = job.started or time.perf_counter()
-        futures[k] = pool.submit(assemble, job, info, config=config, formats=formats, labels=labels)
+        kw = {"config": config, "formats": formats, "labels": labels}
+        if remote is None:
+            futures[k] = pool.submit(assemble, job, info, **kw)
+        else:
+            job.release()  # the task's infer_slide locks the folder where it runs
+            futures[k] = remote.remote(dataclasses.replace(job, run=None), info, **kw).future()
 
     def on_region(job: SlideJob, region: int) -> None:
         bar.update(1)

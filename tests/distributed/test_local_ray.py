@@ -172,8 +172,9 @@ def test_a_driver_killed_mid_run_resumes(cohort, local_ray, tmp_path):
 
 
 def test_hvx_slide_ray_command(cohort, local_ray, tmp_path, capsys):
-    """``hvx slide SLIDE --out DIR --ray`` (default model, joining the running Ray): the
-    single-process outputs, and the per-slide table."""
+    """``hvx slide SLIDE --out DIR --ray --assemble cluster`` (default model, joining the
+    running Ray, the slide stitched in a Ray task): the single-process outputs, and the
+    per-slide table."""
     from hvx.cli import main
 
     beta = cohort["slides"][1]
@@ -192,6 +193,8 @@ def test_hvx_slide_ray_command(cohort, local_ray, tmp_path, capsys):
         "--region",
         str(REGION_PX),
         "--no-progress",
+        "--assemble",
+        "cluster",
     ]
     assert bounded(lambda: main(argv), 180) == 0
     ref, single = cohort["single"][beta.stem]
