@@ -108,7 +108,7 @@ def test_missing_default_model_says_so(monkeypatch, tmp_path):
     ("kwargs", "exc", "match"),
     [
         ({"backend": "openvino"}, ValueError, "expected backend 'auto' or one of"),
-        ({"precision": "int8"}, ValueError, "expected precision 'auto', 'fp32' or 'fp16'"),
+        ({"precision": "int4"}, ValueError, "expected precision 'auto', 'fp32', 'fp16', 'int8'"),
         ({"device": "tpu"}, ValueError, "expected device 'auto', 'cpu' or 'cuda"),
         (
             {"device": "cpu", "precision": "fp16"},
