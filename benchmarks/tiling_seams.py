@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -106,9 +107,17 @@ def main() -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "consep"))
     p.add_argument("--size", type=int, default=4096)
     p.add_argument("--out", default=None, help="results JSON")
+    p.add_argument(
+        "--geometries",
+        default="256:64,1024:128",
+        help="tile:overlap pairs to run tiled, comma-separated (the first tile size must be "
+        "256 for the post-processing-only row)",
+    )
+    p.add_argument("--precision", default="auto", help="Engine.load precision")
     args = p.parse_args()
+    geometries = [tuple(int(v) for v in g.split(":")) for g in args.geometries.split(",")]
 
-    engine = Engine.load(args.bundle)
+    engine = Engine.load(args.bundle, precision=args.precision)
     image, _, _ = mosaic(Path(args.data), args.size // 256, args.size // 256, seed=0)
     t0 = time.perf_counter()
     heads, _ = engine.heads(image[None])
@@ -117,11 +126,13 @@ def main() -> int:
     t_one = time.perf_counter() - t0
     rows = [_compare("one_pass", one, one, "one_pass", t_one)]
     tiled = {}
-    for tile, overlap in ((256, 64), (1024, 128)):
+    for tile, overlap in geometries:
         t0 = time.perf_counter()
         res = infer_image(engine, image, tile=tile, overlap=overlap)
-        tiled[tile] = res.inst
-        name = f"tiled_{tile}"
+        tiled.setdefault(tile, res.inst)
+        name = f"tiled_{tile}" + (
+            "" if (tile, overlap) in ((256, 64), (1024, 128)) else f"_o{overlap}"
+        )
         rows.append(_compare(name, res.inst, one, "one_pass", time.perf_counter() - t0))
         rows[-1]["stitch"] = res.stats.to_dict()
     fake = HeadsEngine(engine, image, heads, 256)
@@ -135,6 +146,9 @@ def main() -> int:
         "what": __doc__.strip().splitlines()[0],
         "bundle": str(args.bundle or "default"),
         "size": args.size,
+        "engine": {"backend": engine.backend, "precision": engine.precision},
+        "geometries": geometries,
+        "loadavg": list(os.getloadavg()),
         "provenance": provenance(),
         "rows": rows,
     }
