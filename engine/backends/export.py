@@ -122,6 +122,9 @@ def export_onnx(
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter is chosen on purpose (TOOLCHAIN.md): silence its notice.
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        # F.pad lowers to Slice ops with steps -1 that the exporter does not fold (a
+        # notice, not an error; ONNX Runtime / TensorRT fold them): the HoVer-Net "same" pads
+        warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
         torch.onnx.export(
             module,
             (x,),
