@@ -43,6 +43,42 @@ print(json.dumps({"import_hvx": t1 - t0, "load": t3 - t2, "first_infer": t4 - t3
 """
 
 
+BREAKDOWN = r"""
+import json, sys, time
+marks = [("start", time.perf_counter())]
+import torch
+marks.append(("import_torch", time.perf_counter()))
+import onnxruntime
+marks.append(("import_onnxruntime", time.perf_counter()))
+from hvx.bundle import load_bundle
+marks.append(("import_hvx_bundle (hvx.model, timm)", time.perf_counter()))
+from hvx.assets import default_model_path
+b = load_bundle(default_model_path())
+marks.append(("load_bundle (read, sha256)", time.perf_counter()))
+m = b.build_model("cpu")
+marks.append(("build_model", time.perf_counter()))
+from hvx import _artifacts
+p = _artifacts.onnx_for_bundle(b, sys.argv[1], model=m)
+marks.append(("onnx_for_bundle (cache hit)", time.perf_counter()))
+from hvx.backends.onnxruntime import OnnxRuntimeBackend
+OnnxRuntimeBackend(p)
+marks.append(("ort_session", time.perf_counter()))
+print(json.dumps({k: t - marks[i][1] for i, (k, t) in enumerate(marks[1:])}))
+"""
+
+
+def _breakdown(cache: str) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", BREAKDOWN, cache],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _sample(precision: str, cache: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     t = time.perf_counter()
@@ -70,19 +106,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hvx-startup-") as cache:
         cold = _sample("fp32", cache)  # empty cache: the ONNX export happens here
         samples: dict[str, list[dict]] = {k: [] for k in args.precisions}
+        breakdown: list[dict] = []
         for _ in range(args.rounds):
             for prec in args.precisions:
                 samples[prec].append(_sample(prec, cache))
+            breakdown.append(_breakdown(cache))
     phases = ("import_hvx", "load", "first_infer", "second_infer", "total", "process_wall")
     doc = {
         "benchmark": "startup",
         "method": "fresh process per sample, phases timed inside; precisions interleaved; "
         "OMP/MKL/numba 1 thread; default model, one 256x256 sample tile; the first sample "
-        "(cold) runs with an empty ONNX cache",
+        "(cold) runs with an empty ONNX cache; load_breakdown_fp32_ort times the load's steps "
+        "one by one in a fresh process (warm cache)",
         "provenance": harness.provenance(),
         "loadavg_before": load0,
         "loadavg_after": paired.loadavg(),
         "cold_cache_fp32": cold,
+        "load_breakdown_fp32_ort": {
+            k: paired.summary([b[k] for b in breakdown]) for k in breakdown[0]
+        },
         "warm": {
             prec: {
                 "backend": s[0]["backend"],
@@ -98,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         harness.write_json(args.out, doc)
     cold_s = {k: round(v, 2) for k, v in cold.items() if isinstance(v, float)}
     print(f"cold fp32: {json.dumps(cold_s)}")
+    print({k: round(v["median"], 2) for k, v in doc["load_breakdown_fp32_ort"].items()})
     for prec, d in doc["warm"].items():
         print(prec, d["backend"], d["precision"], {ph: round(d[ph]["median"], 2) for ph in phases})
     return 0
