@@ -493,9 +493,9 @@ def build_lowp(
     from hvx.backends.onnxruntime import OnnxRuntimeBackend
     from hvx.preprocess import preprocess
 
+    val, cal, desc = gate_tiles(bundle, data, calib)  # fails fast on bad data
     model = bundle.build_model("cpu")
     fp32 = _artifacts.onnx_for_bundle(bundle, cache_dir, model=model)
-    val, cal, desc = gate_tiles(bundle, data, calib)
     file = None
     if precision == "int8":
         x = preprocess(cal, bundle.preprocess, device="cpu", dtype=torch.float32).numpy()

@@ -258,3 +258,20 @@ def test_record_validation(tmp_path, gated):
     (d / q.RECORD_FILE).write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match="expected format"):
         q.read_record(d)
+
+
+def test_build_cli_reports_bad_data_with_exit_2(gated, tmp_path, caplog):
+    from hvx.cli import main
+
+    bundle, cache, _ = gated
+    empty = tmp_path / "nodata"
+    (empty / "images").mkdir(parents=True)
+    with caplog.at_level(logging.ERROR):
+        code = main(
+            ["build", str(bundle.path), "--int8", "--data", str(empty), "--cache-dir", str(cache)]
+        )
+    assert code == 2
+    assert (
+        "int8 not built" in caplog.text
+        and "expected tiles of the validation sources" in caplog.text
+    )
