@@ -63,7 +63,7 @@ class Engine:
     Attributes:
         backend: Name of the runtime in use ("tensorrt", "torch" or "onnxruntime").
         device: Where the network runs ("cpu", "cuda:0", ...).
-        precision: "fp32" or "fp16".
+        precision: "fp32", "fp16", "bf16" or "int8".
         class_names: Names of type ids 1..num_types-1.
         class_colors: RGB per class name.
         num_types: Types including background.
