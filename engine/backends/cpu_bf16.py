@@ -1,9 +1,10 @@
 """The CPU bf16 backend: the torch network in bfloat16, traced and frozen per shape.
 
 On CPUs with native bf16 (AVX512-BF16, AMX) oneDNN runs bf16 convolutions several
-times faster than fp32. ``torch.jit.freeze`` + ``optimize_for_inference`` folds the
-BatchNorms into the convolutions and fuses the ReLUs. One frozen module is kept
-per input shape (the trace records shapes); the ``max_shapes`` most recent stay.
+times faster than fp32. The BatchNorms are folded into the convolutions in fp32
+before the cast, and the traced module is frozen (weights become constants). One
+frozen module is kept per input shape (the trace records shapes); the
+``max_shapes`` most recent stay.
 Outputs are returned as float32 tensors. Used only when the bundle's accuracy gate
 passed or when asked for (:mod:`hvx.backends.quantize`).
 """
@@ -80,8 +81,9 @@ class CpuBf16Backend:
             return fn
         with warnings.catch_warnings():  # tracer notes on shape-dependent Python ints
             warnings.simplefilter("ignore")
-            fn = torch.jit.trace(self.module, x, check_trace=False)
-            fn = torch.jit.optimize_for_inference(torch.jit.freeze(fn))
+            # freeze only: optimize_for_inference measured 7% slower here (paired,
+            # 25 rounds, 1 thread, one 256 tile: 1.81x vs 1.94x fp32 ONNX Runtime)
+            fn = torch.jit.freeze(torch.jit.trace(self.module, x, check_trace=False))
         self._traced[key] = fn
         while len(self._traced) > self._max:
             self._traced.popitem(last=False)
