@@ -81,8 +81,8 @@ class CpuBf16Backend:
             return fn
         with warnings.catch_warnings():  # tracer notes on shape-dependent Python ints
             warnings.simplefilter("ignore")
-            # freeze only: optimize_for_inference measured 7% slower here (paired,
-            # 25 rounds, 1 thread, one 256 tile: 1.81x vs 1.94x fp32 ONNX Runtime)
+            # freeze only: adding optimize_for_inference gave no recorded gain
+            # (benchmarks/results/cpu-precision-*-2026-12-05.json, both variants)
             fn = torch.jit.freeze(torch.jit.trace(self.module, x, check_trace=False))
         self._traced[key] = fn
         while len(self._traced) > self._max:
