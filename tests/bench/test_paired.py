@@ -36,16 +36,20 @@ def test_timing_is_in_milliseconds():
 
 
 def test_pin_threads_sets_every_pool(monkeypatch):
-    for k in paired.THREAD_ENV:
-        monkeypatch.delenv(k, raising=False)
-    before = torch.get_num_threads()
+    import cv2
+
+    for k in paired.THREAD_ENV:  # setenv first so monkeypatch restores what pin_threads sets
+        monkeypatch.setenv(k, "0")
+        monkeypatch.delenv(k)
+    before = torch.get_num_threads(), cv2.getNumThreads()
     try:
         pins = paired.pin_threads(1)
         assert pins["torch_intra_op"] == 1 and pins["opencv"] == 1
         assert pins["env"] == {k: "1" for k in paired.THREAD_ENV}
         assert pins["numba"] in (1, None)
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
     with pytest.raises(ValueError, match="n >= 1"):
         paired.pin_threads(0)
 
