@@ -57,3 +57,19 @@ def test_model_card_numbers_reproduce(consep_dir):
     for name, c in card["per_class"].items():
         assert got["per_class"][name]["tp"] == c["tp"], name
         assert got["per_class"][name]["pq_plus"] == pytest.approx(c["pq_plus"], abs=1e-6)
+
+
+def test_default_model_batchnorm_statistics_fit_float16():
+    from hvx.model._net import fp16_unsafe_batchnorms
+
+    model = load_bundle(assets.default_model_path()).build_model("cpu")
+    assert fp16_unsafe_batchnorms(model) == []
+
+
+@pytest.mark.slow
+def test_default_model_float16_keeps_the_instance_maps():
+    from hvx.precision import check_fp16
+
+    bundle = load_bundle(assets.default_model_path())
+    chk = check_fp16(bundle.build_model("cpu"), bundle.preprocess, bundle.postprocess)
+    assert chk.pq >= 0.98, chk
