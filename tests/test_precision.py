@@ -25,13 +25,23 @@ def tile():
     return read_image(sample_paths()[0])[None]
 
 
-def test_default_model_loses_its_nuclei_in_fp16(tile):
-    # The shipped model's decoder sums ~1e3-sized terms that cancel before a
-    # BatchNorm with running variance ~2e5: float16 breaks its maps. This is
+def test_default_model_keeps_its_nuclei_in_fp16_and_an_unsafe_copy_does_not(tile):
+    # The first default models had decoder BatchNorms with running variances ~3e5,
+    # beyond float16's range: cast to fp16 they became inf and broke the maps. The
+    # shipped weights are rebalanced (hvx.model._net.rebalance_for_fp16); undoing
+    # that on one block (the same function in fp32) breaks fp16 again, which is
     # why Engine.load(precision="auto") checks before using fp16 on a GPU.
     b = load_bundle(default_model_path())
     check = hp.check_fp16(b.build_model(), b.preprocess, b.postprocess, images=tile)
     assert check.tiles == 1 and check.device == "cpu"
+    assert check.ok, check
+    unsafe = b.build_model().eval()
+    with torch.no_grad():
+        conv, bn = unsafe.decoder.branches.np.m2[0], unsafe.decoder.branches.np.m2[1]
+        conv.weight.mul_(300.0)
+        bn.running_mean.mul_(300.0)
+        bn.running_var.mul_(300.0**2)
+    check = hp.check_fp16(unsafe, b.preprocess, b.postprocess, images=tile)
     assert not check.ok and check.pq < hp.FP16_MIN_PQ
     assert check.max_abs["np"] > 0.1
 
