@@ -1,3 +1,5 @@
+import pytest
+
 from hvx.bench import cli, harness
 from hvx.bench import preprocess as stage
 
@@ -12,7 +14,9 @@ def test_cpu_stage_measures_numba_against_the_reference():
     records = stage.run(ctx)
     assert [r.impl for r in records] == ["reference", "numba"]
     fast = records[1]
-    assert fast.baseline == "reference" and fast.speedup > 0
+    assert fast.baseline == "reference"
+    want = records[0].timing.median_ms / fast.timing.median_ms
+    assert fast.speedup == pytest.approx(want, rel=1e-9)
     assert fast.extra["threads"] == 1 and fast.batch == 2 and fast.size == 32
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from hvx.bench import cli, harness
 from hvx.bench import metrics as stage
@@ -30,4 +31,6 @@ def test_stage_is_registered_and_records_speedups(monkeypatch):
     impls = [r.impl for r in records]
     assert impls[0] == "reference" and "native-1t" in impls
     for r in records[1:]:
-        assert r.baseline == "reference" and r.speedup > 0
+        assert r.baseline == "reference"
+        want = records[0].timing.median_ms / r.timing.median_ms
+        assert r.speedup == pytest.approx(want, rel=1e-9)
