@@ -19,6 +19,7 @@ from hvx.distributed.driver import (
     prepare_slide,
 )
 from hvx.distributed.workers import EngineWorker, peak_rss_mb
+from hvx.io.writers import atomic_write
 
 log = logging.getLogger("hvx.distributed")
 
@@ -234,10 +235,7 @@ def run_slides(
         "seconds": round(time.perf_counter() - t0, 3),
         "engine": {"backend": info.backend, "precision": info.precision, "workers": len(actors)},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".cohort.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, out / "cohort.json")
+    atomic_write(out / "cohort.json", json.dumps(result, indent=1) + "\n")
     return result
 
 
