@@ -313,20 +313,24 @@ def test_out_being_a_file_is_one_line(bundle, tmp_path, capsys, caplog):
     assert code == 2 and "Traceback" not in capsys.readouterr().err
 
 
-def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys, tmp_path):
+def _info_raises(monkeypatch, error: BaseException) -> None:
+    """Makes ``hvx info`` raise ``error`` (its parser's func is replaced)."""
     import hvx.cli.info as info
 
-    def boom(args):
-        raise KeyError("surprise")
+    def fail(args):
+        raise error
 
-    monkeypatch.setattr(info, "run", boom)
     parser_func = info.add_parser
 
     def add(sub):
         parser_func(sub)
-        sub.choices["info"].set_defaults(func=boom)
+        sub.choices["info"].set_defaults(func=fail)
 
     monkeypatch.setattr(info, "add_parser", add)
+
+
+def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys, tmp_path):
+    _info_raises(monkeypatch, KeyError("surprise"))
     assert main(["info"]) == 2
     err = capsys.readouterr().err
     assert "surprise" in err and "Traceback" not in err and "--debug" in err
@@ -335,18 +339,7 @@ def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys, tmp_pa
 
 
 def test_interrupt_is_one_line_exit_130(monkeypatch, capsys):
-    import hvx.cli.info as info
-
-    def stop(args):
-        raise KeyboardInterrupt
-
-    parser_func = info.add_parser
-
-    def add(sub):
-        parser_func(sub)
-        sub.choices["info"].set_defaults(func=stop)
-
-    monkeypatch.setattr(info, "add_parser", add)
+    _info_raises(monkeypatch, KeyboardInterrupt())
     assert main(["info"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err

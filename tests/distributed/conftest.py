@@ -115,3 +115,22 @@ def bounded(fn, seconds: float):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+def run_cohort(slides, out: Path, seconds: float, *, tiling=None, workers: int = 1, **kw) -> dict:
+    """``run_slides`` with the tests' settings (``config()`` unless ``tiling``), bounded."""
+    from hvx.distributed import run_slides
+
+    return bounded(
+        lambda: run_slides(
+            slides,
+            out,
+            config=config() if tiling is None else tiling,
+            region_px=REGION_PX,
+            labels=True,
+            workers=workers,
+            progress=False,
+            **kw,
+        ),
+        seconds,
+    )

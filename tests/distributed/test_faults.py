@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REGION_PX, assert_same_outputs, bounded, config, descendants, kill_pids
+from conftest import assert_same_outputs, descendants, kill_pids, run_cohort
 
 ray = pytest.importorskip("ray", reason="hvx.distributed needs Ray: pip install 'hvx[ray]'")
 pytest.importorskip("psutil", reason="the tests end Ray processes by PID through psutil")
@@ -113,8 +113,6 @@ def test_a_node_killed_mid_run(cohort, two_nodes, tmp_path):
     Its in-flight chunks go to the head's actor; outputs equal the single-process run."""
     import threading
 
-    from hvx.distributed import run_slides
-
     out = tmp_path / "ray"
     killed = threading.Event()
 
@@ -127,18 +125,8 @@ def test_a_node_killed_mid_run(cohort, two_nodes, tmp_path):
 
     th = threading.Thread(target=killer, daemon=True)
     th.start()
-    res = bounded(
-        lambda: run_slides(
-            cohort["slides"],
-            out,
-            config=config(),
-            region_px=REGION_PX,
-            labels=True,
-            workers=2,
-            actor_options={"resources": {"hvx_engine": 1}},
-            progress=False,
-        ),
-        240,
+    res = run_cohort(
+        cohort["slides"], out, 240, workers=2, actor_options={"resources": {"hvx_engine": 1}}
     )
     th.join(30)
     assert killed.is_set()

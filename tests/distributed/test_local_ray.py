@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REGION_PX, assert_same_outputs, bounded, config, descendants, kill_pids
+from conftest import REGION_PX, assert_same_outputs, bounded, descendants, kill_pids, run_cohort
 
 ray = pytest.importorskip("ray", reason="hvx.distributed needs Ray: pip install 'hvx[ray]'")
 
@@ -40,21 +40,10 @@ def local_ray():
 
 
 def test_local_ray_equals_single_process(cohort, local_ray, tmp_path):
-    from hvx.distributed import format_table, run_slides
+    from hvx.distributed import format_table
 
     out = tmp_path / "ray"
-    res = bounded(
-        lambda: run_slides(
-            cohort["slides"],
-            out,
-            config=config(),
-            region_px=REGION_PX,
-            labels=True,
-            workers=1,
-            progress=False,
-        ),
-        240,
-    )
+    res = run_cohort(cohort["slides"], out, 240)
     assert_same_outputs(cohort, out)
     rows = {r["slide"].rsplit("/", 1)[-1]: r for r in res["slides"]}
     for s in cohort["slides"]:
@@ -70,18 +59,7 @@ def test_local_ray_equals_single_process(cohort, local_ray, tmp_path):
     assert json.loads((out / "cohort.json").read_text())["slides"] == res["slides"]
 
     # The same command again: every slide is finished, nothing is recomputed.
-    again = bounded(
-        lambda: run_slides(
-            cohort["slides"],
-            out,
-            config=config(),
-            region_px=REGION_PX,
-            labels=True,
-            workers=1,
-            progress=False,
-        ),
-        120,
-    )
+    again = run_cohort(cohort["slides"], out, 120)
     assert again["timing"].get("chunks", 0) == 0
     assert [r["nuclei"] for r in again["slides"]] == [r["nuclei"] for r in res["slides"]]
     assert_same_outputs(cohort, out)
@@ -90,18 +68,7 @@ def test_local_ray_equals_single_process(cohort, local_ray, tmp_path):
     from hvx.tiling import RunMismatchError, TilingConfig
 
     with pytest.raises(RunMismatchError, match="different run"):
-        bounded(
-            lambda: run_slides(
-                cohort["slides"],
-                out,
-                config=TilingConfig(batch_size=4, overlap=32),
-                region_px=REGION_PX,
-                labels=True,
-                workers=1,
-                progress=False,
-            ),
-            120,
-        )
+        run_cohort(cohort["slides"], out, 120, tiling=TilingConfig(batch_size=4, overlap=32))
     assert_same_outputs(cohort, out)
 
 
@@ -121,7 +88,6 @@ def test_a_driver_killed_mid_run_resumes(cohort, local_ray, tmp_path):
     """A driver process on the cluster is SIGKILLed after its first committed region (its
     actors die with it); the same command again keeps the committed regions, computes
     the rest only, and ends with the single-process outputs."""
-    from hvx.distributed import run_slides
 
     out = tmp_path / "ray"
     script = tmp_path / "driver.py"
@@ -153,18 +119,7 @@ def test_a_driver_killed_mid_run_resumes(cohort, local_ray, tmp_path):
     committed = {p: p.stat().st_mtime_ns for p in out.glob("*/regions/r*.npz")}
     assert not all((out / s.stem / "summary.json").exists() for s in cohort["slides"])
 
-    res = bounded(
-        lambda: run_slides(
-            cohort["slides"],
-            out,
-            config=config(),
-            region_px=REGION_PX,
-            labels=True,
-            workers=1,
-            progress=False,
-        ),
-        240,
-    )
+    res = run_cohort(cohort["slides"], out, 240)
     assert {p: p.stat().st_mtime_ns for p in committed} == committed  # kept, not recomputed
     n_regions = sum(r["regions"] for r in res["slides"])
     assert res["timing"].get("regions", 0) == n_regions - len(committed)
