@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,13 +227,18 @@ def data_identity(path: str | os.PathLike) -> dict:
 
 
 def check_resume_data(
-    out: str | os.PathLike, data: str | os.PathLike, *, force: bool, fresh: bool = False
+    out: str | os.PathLike,
+    data: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    force: bool,
+    fresh: bool = False,
 ) -> str:
     """Records a run's dataset; on a resume, refuses another one unless ``force``.
 
     Args:
         out: The run folder (``data.json`` is kept there).
-        data: The dataset folder of this invocation.
+        data: The dataset folder of this invocation, or the folders of a
+            multi-dataset config (``data.datasets``), identified together.
         force: Continue on different data (recorded: both datasets are named).
         fresh: A new run: start the record anew.
 
@@ -244,7 +250,17 @@ def check_resume_data(
         ValueError: A resume on different data without ``force``.
     """
     rec_path = Path(out) / DATA_RECORD
-    ident = {"source": str(data), **data_identity(data)}
+    folders = [data] if isinstance(data, str | os.PathLike) else list(data)
+    if len(folders) == 1:
+        ident = {"source": str(folders[0]), **data_identity(folders[0])}
+    else:
+        parts = [data_identity(f) for f in folders]
+        joined = "\n".join(p["digest"] for p in parts).encode()
+        ident = {
+            "source": ", ".join(str(f) for f in folders),
+            "digest": hashlib.sha256(joined).hexdigest(),
+            "files": sum(p["files"] for p in parts),
+        }
     history = []
     if rec_path.is_file() and not fresh:
         try:

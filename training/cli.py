@@ -197,9 +197,14 @@ def _train(args: argparse.Namespace, config):
     out = Path(args.out)
     source = None
     if args.resume or not (out / "checkpoints" / "last.safetensors").exists():
-        if not Path(args.data).is_dir():
-            raise FileNotFoundError(f"expected a dataset folder for --data, got {args.data}")
-        source = check_resume_data(out, args.data, force=args.force, fresh=not args.resume)
+        folders = (
+            [args.data] if args.data is not None else [d["path"] for d in config.data.datasets]
+        )
+        for folder in folders:
+            if not Path(folder).is_dir():
+                what = "--data" if args.data is not None else "data.datasets"
+                raise FileNotFoundError(f"expected a dataset folder for {what}, got {folder}")
+        source = check_resume_data(out, folders, force=args.force, fresh=not args.resume)
     from hvx.training import trainer as trainer_mod
 
     trainer = trainer_mod.Trainer(

@@ -61,6 +61,30 @@ def test_resume_with_other_data_is_refused_unless_force(tmp_path, monkeypatch, c
     assert str(a) in src and str(b) in src  # provenance names both datasets
 
 
+def test_multi_dataset_config_runs_without_data_and_checks_resume(tmp_path, monkeypatch, capsys):
+    """A config listing data.datasets needs no --data (it crashed on Path(None))."""
+    import hvx.training.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "Trainer", _FakeTrainer)
+    a, b = _conic(tmp_path / "a", 0), _conic(tmp_path / "b", 1)
+    cfg = tmp_path / "multi.yaml"
+    cfg.write_text(f"name: multi\ndata:\n  datasets:\n    - {{path: {a}}}\n    - {{path: {b}}}\n")
+    out = tmp_path / "run"
+    args = ["--config", str(cfg), "--out", str(out), "--no-progress"]
+    assert main(args) == 130
+    assert str(a) in (out / "data.json").read_text() and str(b) in (out / "data.json").read_text()
+    assert main([*args, "--resume"]) == 130  # same datasets resume
+    lab = np.load(b / "labels.npy")
+    lab[0, 40, 40, 0] = 9
+    np.save(b / "labels.npy", lab)
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2  # one of them edited: refused
+    assert "different data" in capsys.readouterr().err
+    cfg.write_text(f"name: multi\ndata:\n  datasets:\n    - {{path: {tmp_path / 'nope'}}}\n")
+    assert main(["--config", str(cfg), "--out", str(tmp_path / "r2"), "--no-progress"]) == 2
+    assert "data.datasets" in capsys.readouterr().err
+
+
 def test_data_identity_sees_an_edit_in_place(tmp_path):
     from hvx.training.checkpoint import data_identity
 
