@@ -2,7 +2,7 @@
 
 - :mod:`hvx.tiling.plan`: overlapping tiles and their centre regions.
 - :mod:`hvx.tiling.stitch`: each nucleus kept exactly once, whole, ids streamed.
-- :mod:`hvx.tiling.writers`: GeoJSON / CSV / label TIFF written as the run goes.
+- streamed GeoJSON / CSV / label TIFF writers: :mod:`hvx.io.streams`.
 - :mod:`hvx.tiling.resume`: run identity, per-region completion records.
 - :mod:`hvx.tiling.pipeline`: :func:`infer_image` and :func:`infer_slide`.
 """

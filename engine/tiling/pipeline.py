@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx.io.streams import CSVStream, GeoJSONStream, MaskStream, write_label_tiff
 from hvx.tiling.plan import TilePlan, plan_tiles
 from hvx.tiling.resume import RunFolder
 from hvx.tiling.stitch import Nuclei, Stitcher, StitchStats
-from hvx.tiling.writers import CSVStream, GeoJSONStream, MaskStream, write_label_tiff
 
 __all__ = [
     "TiledResult",

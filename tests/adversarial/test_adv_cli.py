@@ -215,9 +215,9 @@ def test_infer_folder_records_the_run_and_refuses_other_settings(bundle, tmp_pat
 def test_csv_cells_are_neutralised(tmp_path, name):
     import csv
 
+    from hvx.io.streams import CSVStream
     from hvx.io.writers import write_csv
     from hvx.tiling.stitch import Nuclei
-    from hvx.tiling.writers import CSVStream
 
     class T:
         id = np.array([1])

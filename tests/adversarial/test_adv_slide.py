@@ -89,7 +89,7 @@ def test_planted_part_symlink_is_not_followed(tmp_path):
 
 
 def test_part_file_refuses_a_symlink_on_resume(tmp_path):
-    from hvx.tiling.writers import PartFile
+    from hvx.io.streams import PartFile
 
     victim = tmp_path / "victim.bin"
     victim.write_bytes(b"x" * 100)

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from hvx.io.streams import GeoJSONStream, MaskStream, PartFile, write_label_tiff
 from hvx.tiling.stitch import Nuclei
-from hvx.tiling.writers import GeoJSONStream, MaskStream, PartFile, write_label_tiff
 
 tifffile = pytest.importorskip("tifffile")
 

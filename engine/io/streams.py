@@ -25,10 +25,12 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hvx.tiling.stitch import Nuclei
+if TYPE_CHECKING:  # type hints only: hvx.io never imports the tiling package at run time
+    from hvx.tiling.stitch import Nuclei
 
 __all__ = ["CSVStream", "GeoJSONStream", "MaskStream", "PartFile", "write_label_tiff"]
 
