@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args)))
         return 0
     from hvx.backends.quantize import cpu_bf16_flags, read_record
-    from hvx.bench import harness, paired
+    from hvx.bench import paired
+    from hvx.provenance import provenance, write_json
 
     runs = []
     for n in args.threads:
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": "paired interleaved rounds (ort_fp32, ort_int8, torch_bf16, torch_fp32 in "
         "turn), ratio per round, median and p25-p75; thread pools pinned per child process; "
         "machine shared with other jobs (load averages recorded)",
-        "provenance": harness.provenance(),
+        "provenance": provenance(),
         "cpu_bf16_flags": cpu_bf16_flags(),
         "bundle": str(args.bundle),
         "gate_record": read_record(args.bundle),
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     text = json.dumps(doc, indent=2) + "\n"
     if args.out:
-        harness.write_json(args.out, doc)
+        write_json(args.out, doc)
     for run in runs:
         for b in run["batches"]:
             r = {k: round(v["median"], 2) for k, v in b["ratio_vs_ort_fp32"].items()}

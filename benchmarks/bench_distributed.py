@@ -25,12 +25,9 @@ Runs, in one process and one sitting (the baseline is measured in the same run):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -164,44 +161,6 @@ def _bare(n: int, shapes) -> dict:
     }
 
 
-def _versions() -> dict:
-    import onnxruntime
-    import ray
-    import torch
-
-    from hvx._version import __version__
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "python": platform.python_version(),
-        "hvx": __version__,
-        "git": commit,
-        "ray": ray.__version__,
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-    }
-
-
-def _machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-    }
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--slides", type=int, default=2)
@@ -212,16 +171,22 @@ def main() -> int:
     p.add_argument("--bare", type=int, default=30, help="bare round trips")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    import ray
+
+    from hvx.provenance import provenance, write_json
     from hvx.tiling import TilingConfig
 
     config = TilingConfig(batch_size=args.batch, tissue=False)
     root = Path(tempfile.mkdtemp(prefix="hvx-bench-dist-"))
     result: dict = {
         "benchmark": "distributed",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
-        "versions": _versions(),
-        "params": vars(args) | {"json": str(args.json), "tissue": False},
+        "provenance": {**provenance(), "ray": ray.__version__, "numpy": np.__version__},
+        "params": vars(args)
+        | {
+            "json": str(args.json),
+            "tissue": False,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        },
         "load_before": os.getloadavg(),
     }
     try:
@@ -249,11 +214,12 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     result["load_after"] = os.getloadavg()
-    text = json.dumps(result, indent=1, default=str)
+    result = json.loads(json.dumps(result, default=str))  # paths in the run's report
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text if not args.json else f"wrote {args.json}")
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    else:
+        print(json.dumps(result, indent=1))
     return 0
 
 

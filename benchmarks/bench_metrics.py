@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from hvx import _native
-from hvx.bench import harness
 from hvx.bench.metrics import make_conic_pairs
 from hvx.metrics import conic_scores, conic_scores_ref
+from hvx.provenance import provenance, write_json
 
 
 def timed(fn, repeats: int) -> dict:
@@ -88,7 +88,7 @@ def main() -> None:
 
     doc = {
         "benchmark": "issue 3: CoNiC conic_scores, hvx._native (1 thread) vs NumPy reference twin",
-        "provenance": {**harness.provenance(), "numpy": np.__version__},
+        "provenance": {**provenance(), "numpy": np.__version__},
         "inputs": {
             "tiles": args.n,
             "size": [256, 256],
@@ -126,7 +126,7 @@ def main() -> None:
         "recorded because other jobs inflate wall time.",
     }
     if args.out:
-        harness.write_json(args.out, doc)
+        write_json(args.out, doc)
         print(f"wrote {args.out}")
 
 

@@ -36,6 +36,7 @@ from hvx._postprocess_ref import instance_table_ref, instances_from_hv_ref
 from hvx.bench import harness
 from hvx.bench.postprocess import predicted_batch, realistic_batch
 from hvx.postprocess import PostprocessConfig, instance_table, instances_from_hv, postprocess
+from hvx.provenance import provenance, write_json
 
 OUT = Path(__file__).parent / "results" / "postprocess-cpu-2026-11-27.json"
 
@@ -177,7 +178,7 @@ def main() -> None:
 
     doc = {
         "benchmark": "postprocess (SPEC §3a + §3b), native C++ vs reference twin",
-        "provenance": harness.provenance(),
+        "provenance": provenance(),
         "inputs": {
             "kind": args.inputs,
             "source": source,
@@ -208,7 +209,7 @@ def main() -> None:
         # the machine is shared: 1-, 5-, 15-minute load averages at the end of the run
         "load_average": list(os.getloadavg()),
     }
-    harness.write_json(args.out, doc)
+    write_json(args.out, doc)
     for r in rows:
         print(
             f"{r['case']:<30} {r['impl']:<10} cpu {r['ms_per_tile_cpu_median']:7.3f} ms/tile"

@@ -20,6 +20,7 @@ import numpy as np
 from hvx.bench import harness
 from hvx.bench import preprocess as stage
 from hvx.preprocess import PreprocessConfig, preprocess
+from hvx.provenance import provenance, write_json
 
 ROOT = Path(__file__).resolve().parent
 
@@ -91,11 +92,11 @@ def main() -> int:
         "speedup_median": fast.speedup,
         "speedup_min": records[0].timing.min_ms / fast.timing.min_ms,
         "cpu_time_per_call": cpu,
-        "provenance": harness.provenance(),
+        "provenance": provenance(),
         "peak_rss_mb": harness.peak_rss_mb(),
         "records": [r.to_json() for r in records],
     }
-    harness.write_json(out, doc)
+    write_json(out, doc)
     print(f"wrote {out}")
     return 0
 

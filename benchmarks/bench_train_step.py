@@ -32,9 +32,9 @@ import time
 import numpy as np
 import torch
 
-from hvx.bench.harness import provenance, write_json
 from hvx.model import create_model
 from hvx.preprocess import PreprocessConfig, preprocess
+from hvx.provenance import provenance, write_json
 from hvx.training.losses import HoVerLoss
 from hvx.training.sam import SAM
 

@@ -47,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     from hvx.bench import harness, paired
     from hvx.bundle import load_bundle
     from hvx.preprocess import preprocess
+    from hvx.provenance import provenance, write_json
 
     bundle = load_bundle(args.bundle or default_model_path())
     val, _, desc = q.gate_tiles(bundle, args.data, calib=1)
     ref = _runner(bundle.build_model("cpu"), args.device, "fp32")
     x = preprocess(val[:8], bundle.preprocess, device=args.device, dtype=torch.float32)
     sync = harness.device_sync(args.device) or (lambda: None)
-    out = {"provenance": harness.provenance(), "tiles": desc["validation"], "results": {}}
+    out = {"provenance": provenance(), "tiles": desc["validation"], "results": {}}
     for prec in args.precisions:
         try:
             test = _runner(bundle.build_model("cpu"), args.device, prec)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps({prec: out["results"][prec]}))
     if args.out:
-        harness.write_json(args.out, out)
+        write_json(args.out, out)
     return 0
 
 

@@ -19,8 +19,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from hvx.bench.harness import provenance, write_json
 from hvx.model import HoVerNetInference, create_model, list_variants
+from hvx.provenance import provenance, write_json
 
 
 def count(variant: str, size: int) -> dict:

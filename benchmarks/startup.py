@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", nargs="+", default=["fp32", "auto"])
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    from hvx.bench import harness, paired
+    from hvx.bench import paired
+    from hvx.provenance import provenance, write_json
 
     load0 = paired.loadavg()
     with tempfile.TemporaryDirectory(prefix="hvx-startup-") as cache:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "OMP/MKL/numba 1 thread; default model, one 256x256 sample tile; the first sample "
         "(cold) runs with an empty ONNX cache; load_breakdown_fp32_ort times the load's steps "
         "one by one in a fresh process (warm cache)",
-        "provenance": harness.provenance(),
+        "provenance": provenance(),
         "loadavg_before": load0,
         "loadavg_after": paired.loadavg(),
         "cold_cache_fp32": cold,
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw": samples,
     }
     if args.out:
-        harness.write_json(args.out, doc)
+        write_json(args.out, doc)
     cold_s = {k: round(v, 2) for k, v in cold.items() if isinstance(v, float)}
     print(f"cold fp32: {json.dumps(cold_s)}")
     print({k: round(v["median"], 2) for k, v in doc["load_breakdown_fp32_ort"].items()})

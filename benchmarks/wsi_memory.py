@@ -260,7 +260,7 @@ def issue23(work: Path, overlap: int, sizes: tuple[int, ...], big: int, baseline
     import datetime
     import subprocess
 
-    from hvx.bench.harness import provenance
+    from hvx.provenance import provenance
 
     cases = [("tiff_openslide", big), ("tiff_tifffile", big)]
     cases += [("right_bg", n) for n in sizes]
@@ -318,7 +318,7 @@ def main() -> None:
             sizes = tuple(int(v) for v in args.sizes.split(","))
             issue23(args.work, args.overlap, sizes, args.size, args.baseline)
         return
-    from hvx.bench.harness import provenance
+    from hvx.provenance import provenance
     from hvx.slide import open_image
     from hvx.tiling import TilingConfig, infer_slide, plan_tiles
     from hvx.tiling.pipeline import schedule_tiles

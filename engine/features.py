@@ -1,9 +1,11 @@
-"""What this machine can run: probed once, printed by ``hvx info``.
+"""What this machine is and can run: probed once, printed by ``hvx info``.
 
 Every optional capability (CUDA, Triton and whether it runs interpreted,
 TensorRT, ONNX Runtime, numba, the native extension) is probed here and only
 here, so that backends, tests and the CLI agree on what is available and each
-missing piece can say how to get it.
+missing piece can say how to get it. :func:`machine_summary` is the one
+description of the host (CPU, GPU, Python, platform) that ``hvx info`` prints and
+every results file records (through :mod:`hvx.provenance`).
 """
 
 from __future__ import annotations
@@ -162,11 +164,35 @@ def require_native():
     return _native
 
 
-def machine_summary() -> dict[str, str]:
-    """Returns host facts used by ``hvx info`` and benchmark records."""
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def machine_summary() -> dict:
+    """The one description of this machine, for ``hvx info`` and every results file.
+
+    :func:`hvx.provenance.provenance` embeds it unchanged, so ``hvx info``,
+    ``hvx-bench``, ``hvx-train`` and the benchmark scripts name a machine alike.
+
+    Returns:
+        ``{"python", "platform", "cpu", "cpu_count", "cpu_model", "gpu"}``: versions
+        and names as strings, ``cpu_count`` an int (None when unknown),
+        ``cpu_model`` None off Linux, ``gpu`` the CUDA devices or None.
+    """
+    cuda = features().cuda
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": str(os.cpu_count()),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "gpu": cuda.detail if cuda.available else None,
     }

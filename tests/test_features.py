@@ -1,4 +1,6 @@
 import importlib.util
+import os
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +57,17 @@ def test_require_native_returns_module():
 def test_cuda_probe_names_devices():
     f = feat.features()
     assert f.cuda.available and f.cuda.detail
+
+
+def test_machine_summary_describes_this_host():
+    m = feat.machine_summary()
+    assert list(m) == ["python", "platform", "cpu", "cpu_count", "cpu_model", "gpu"]
+    assert m["cpu_count"] == os.cpu_count()
+    assert (m["gpu"] is None) == (not feat.features().cuda.available)
+    if os.path.exists("/proc/cpuinfo"):
+        names = {
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        }
+        assert m["cpu_model"] in (names or {None})

@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = dict(next(iter(reports.values()))) if len(reports) == 1 else {"datasets": reports}
     report["fp16"] = fp16
     if args.json:
-        from hvx.bench.harness import provenance, write_json
+        from hvx.provenance import provenance, write_json
 
         write_json(args.json, {**report, "machine": provenance()})
     return 0

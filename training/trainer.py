@@ -870,7 +870,7 @@ class Trainer:
             weights = "last"
         # same function, BatchNorm statistics inside float16's range (fp16 inference)
         rebalanced = rebalance_for_fp16(model.eval())
-        from hvx.bench.harness import provenance
+        from hvx.provenance import provenance
 
         multi = self.config.data.datasets is not None
         prov = {

@@ -26,6 +26,7 @@ from hvx.bench import metrics as metrics_stage
 from hvx.bench import network as network_stage
 from hvx.bench import postprocess as postprocess_stage
 from hvx.bench import preprocess as preprocess_stage
+from hvx.provenance import provenance, write_json
 
 # Stage modules, in run order. Each has NAME, HELP and run(ctx) -> list[Record].
 _STAGES: tuple = (
@@ -293,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def document(records, failures, complete):
         return {
             "schema": SCHEMA,
-            "provenance": harness.provenance(),
+            "provenance": provenance(),
             "run": {
                 "argv": list(sys.argv[1:] if argv is None else argv),
                 "stages": [s.NAME for s in stages],
@@ -321,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
 
     def save_partial(records, failures):
-        harness.write_json(args.json, document(records, failures, complete=False))
+        write_json(args.json, document(records, failures, complete=False))
 
     records, failures = run_stages(stages, ctx, save_partial if args.json else None)
     print(format_table(records))
@@ -330,6 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = time.perf_counter() - started
     print(f"hvx-bench: {len(records)} records in {wall:.1f} s (load average {_load_average()})")
     if args.json:
-        harness.write_json(args.json, document(records, failures, complete=True))
+        write_json(args.json, document(records, failures, complete=True))
         print(f"wrote {args.json}")
     return 1 if failures else 0

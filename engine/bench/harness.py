@@ -1,4 +1,7 @@
-"""Timing, memory and provenance helpers shared by every benchmark stage.
+"""Timing and memory helpers shared by every benchmark stage.
+
+The provenance header of a results file and its atomic writer live in
+:mod:`hvx.provenance` (shared with training).
 
 Timings: warm-up calls, then ``repeats`` timed calls; each call is bracketed by
 ``sync`` (``torch.cuda.synchronize`` on a GPU) so asynchronous work is counted.
@@ -8,17 +11,11 @@ Statistics are the median and the 20th/80th percentiles (Triton/Liger style).
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import functools
-import json
-import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 _T = TypeVar("_T")
@@ -35,11 +32,9 @@ __all__ = [
     "matmul_peak_tflops",
     "measure",
     "peak_rss_mb",
-    "provenance",
     "reset_peaks",
     "time_call",
     "with_backoff",
-    "write_json",
 ]
 
 
@@ -435,56 +430,3 @@ class BenchContext:
     def sync(self) -> Callable[[], None] | None:
         """Device synchronisation for timing (None on the CPU)."""
         return device_sync(self.device)
-
-
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip()
-
-
-def _cpu_model() -> str | None:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), else None."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
-def provenance() -> dict:
-    """Machine, versions, git SHA and date for a results file."""
-    from hvx._version import __version__
-    from hvx.features import features
-
-    feats = features()
-    return {
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "hvx": __version__,
-        "git_sha": _git_sha(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "gpu": feats.cuda.detail if feats.cuda.available else None,
-        "versions": {name: p.version for name, p in feats.rows() if p.version},
-    }
-
-
-def write_json(path: str | os.PathLike, doc: dict) -> None:
-    """Writes ``doc`` as JSON atomically (temp file + rename)."""
-    from hvx.io.writers import atomic_write
-
-    atomic_write(path, json.dumps(doc, indent=2) + "\n")

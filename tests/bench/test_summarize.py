@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hvx.bench import harness
+from hvx.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ def _doc(date, gpu, speedup):
     t = harness.Timing(10.0, 9.0, 11.0, 8.0, 3)
     rec = harness.Record("e2e", "engine", 8, 256, t, baseline="ref", speedup=speedup)
     rec.extra = {"variant": "fast_convnext_atto", "weights_note": "random weights"}
-    prov = {**harness.provenance(), "date": date, "gpu": gpu}
+    prov = {**provenance(), "date": date, "gpu": gpu}
     run = {"argv": ["--quick"], "load_average_start": [3.0, 2.0, 1.0], "note": None}
     return {"schema": "hvx-bench/1", "provenance": prov, "run": run, "records": [rec.to_json()]}
 
@@ -82,7 +83,7 @@ def test_paired_spread_and_precision_section(summarize, tmp_path):
     one = {"median": 1.0, "p25": 1.0, "p75": 1.0, "min": 1.0, "n": 5}
     prec = {
         "benchmark": "cpu-precision",
-        "provenance": {**harness.provenance(), "date": "2026-11-02T00:00:00"},
+        "provenance": {**provenance(), "date": "2026-11-02T00:00:00"},
         "cpu_bf16_flags": ["amx_bf16"],
         "rounds": 5,
         "loadavg_start": [1.0, 1.0, 1.0],
