@@ -98,8 +98,8 @@ def main() -> int:
     from synth import mosaic
 
     from hvx import Engine
-    from hvx.bench.harness import provenance, write_json
     from hvx.postprocess import postprocess
+    from hvx.provenance import provenance, write_json
     from hvx.tiling import infer_image, plan_tiles
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
