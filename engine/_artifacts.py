@@ -1,15 +1,17 @@
 """Derived artefacts of a model bundle: its ONNX export and TensorRT plans, cached.
 
 The cache lives in ``$HVX_CACHE_DIR`` (default ``~/.cache/hvx``): ``onnx/`` holds
-exports named by a hash of the bundle's ``model.json`` (which records the
-weights' SHA-256), the torch version and the opset; ``plans/`` holds TensorRT
-plans under their content key (:func:`hvx.backends.export.plan_cache_key`)
-and the timing caches. Bundles are never written to (they may be read-only).
+exports named by :func:`hvx.backends.export.export_cache_key` (the weights'
+SHA-256, architecture, opset, export settings and the exporter's format version,
+not the hvx version nor the bundle's creation time, so an export survives
+upgrades and re-saves of the same bundle); ``plans/`` holds TensorRT plans under
+their content key (:func:`hvx.backends.plan.plan_cache_key`) and the timing
+caches. Bundles are never written to (they may be read-only).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -57,14 +59,31 @@ def valid_window(bundle) -> list[int] | None:
     return None if spec.window is None else [int(spec.window), int(spec.output)]
 
 
+def _export_settings(bundle) -> tuple[int, bool]:
+    """``(example_size, fixed_size)`` of the bundle's export, from its variant alone."""
+    from hvx.model import get_variant
+
+    spec = get_variant(bundle.variant)
+    if spec.window is not None:  # valid-padding network: one fixed input size
+        return int(spec.window), True
+    return max(64, 2 * int(spec.size_multiple)), False
+
+
 def _bundle_digest(bundle) -> str:
-    import torch
+    """The export's cache key (:func:`hvx.backends.export.export_cache_key`)."""
+    from hvx.backends.export import export_cache_key
+    from hvx.bundle import MANIFEST_FILE
 
-    from hvx.backends.export import ONNX_OPSET
-
-    h = hashlib.sha256((Path(bundle.path) / "model.json").read_bytes())
-    h.update(f"torch={torch.__version__};opset={ONNX_OPSET}".encode())
-    return h.hexdigest()[:24]
+    manifest = json.loads((Path(bundle.path) / MANIFEST_FILE).read_text())
+    size, fixed = _export_settings(bundle)
+    return export_cache_key(
+        weights_sha256=manifest["weights"]["sha256"],
+        architecture=manifest["architecture"],
+        in_chans=bundle.in_chans,
+        num_types=bundle.num_types,
+        example_size=size,
+        fixed_size=fixed,
+    )
 
 
 def onnx_for_bundle(bundle, cache_dir: str | os.PathLike | None = None, model=None) -> Path:
@@ -86,15 +105,14 @@ def onnx_for_bundle(bundle, cache_dir: str | os.PathLike | None = None, model=No
     from hvx.model import HoVerNetInference
 
     model = model if model is not None else bundle.build_model("cpu")
-    size = max(64, 2 * int(model.size_multiple))
-    window = getattr(model, "window", None)  # valid-padding network: one fixed input size
+    size, fixed = _export_settings(bundle)
     log.info("exporting %s to ONNX (once per bundle): %s", bundle.path, path)
     return export_onnx(
         HoVerNetInference(model),
         path,
         in_chans=bundle.in_chans,
-        example_size=window or size,
-        fixed_size=window is not None,
+        example_size=size,
+        fixed_size=fixed,
     )
 
 
@@ -110,12 +128,12 @@ def plan_for_bundle(
 
     Args:
         bundle: A ``ModelBundle``.
-        settings: ``hvx.backends.export.PlanSettings``.
+        settings: ``hvx.backends.plan.PlanSettings``.
         cache_dir: Cache root.
         device: CUDA device to build for.
         force: Rebuild even on a cache hit.
     """
-    from hvx.backends.export import build_tensorrt_plan, window_plan_settings
+    from hvx.backends.plan import build_tensorrt_plan, window_plan_settings
 
     model = bundle.build_model("cpu")
     window = getattr(model, "window", None)

@@ -234,7 +234,7 @@ class Engine:
             )
         if not dev.startswith("cuda"):
             raise ValueError(f"expected a CUDA device for a TensorRT plan, got {dev!r}")
-        from hvx.backends.export import read_plan_meta
+        from hvx.backends.plan import read_plan_meta
         from hvx.backends.tensorrt import TensorRTBackend
 
         meta = read_plan_meta(path)
@@ -270,7 +270,7 @@ class Engine:
             model = bundle.build_model("cpu")  # read once: the check, then the torch runner
             precision = _auto_cuda_precision(bundle, dev, path, model)
         if backend == "tensorrt" or (backend == "auto" and cuda and features().tensorrt.available):
-            from hvx.backends.export import PlanSettings
+            from hvx.backends.plan import PlanSettings
             from hvx.backends.tensorrt import TensorRTBackend
 
             try:
@@ -391,7 +391,7 @@ class Engine:
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = functional.pad(x, (0, pw, 0, ph), mode=mode)
-        max_batch = getattr(getattr(self.runner, "settings", None), "max_shape", (None,))[0]
+        max_batch = self.runner.max_batch
         chunks = [x] if not max_batch else list(torch.split(x, max_batch))
         outs = []
         for chunk in chunks:
@@ -404,7 +404,7 @@ class Engine:
         """Official tile mode for a valid-padding network (``hvx.model.hovernet_tiles``)."""
         from hvx.model.hovernet_tiles import run_valid
 
-        max_batch = getattr(getattr(self.runner, "settings", None), "max_shape", (None,))[0]
+        max_batch = self.runner.max_batch
 
         def run(windows):
             with self._lock:

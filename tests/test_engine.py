@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hvx
-from hvx.backends.export import PlanSettings, PlanTarget, write_plan
+from hvx.backends.plan import PlanSettings, PlanTarget, write_plan
 
 VARIANT = "fast_convnext_atto"  # stride-4 stem: the cheapest variant, fine for CPU tests
 
@@ -165,6 +165,30 @@ def test_infer_contract_and_padding(torch_engine):
 def test_heads_are_cropped_back(torch_engine):
     heads, single = torch_engine.heads(np.zeros((5, 9, 3), np.uint8))
     assert single and heads.spatial == (5, 9) and len(heads) == 1 and heads.num_types == 5
+
+
+def test_batches_are_split_at_the_runners_max_batch(torch_engine, monkeypatch):
+    """A runner's ``max_batch`` (a TensorRT plan's profile) caps each ``run`` call."""
+    inner = torch_engine.runner
+
+    class Capped:
+        name, device, precision = inner.name, inner.device, inner.precision
+        input_dtype, max_batch = inner.input_dtype, 2
+
+        def __init__(self):
+            self.sizes = []
+
+        def run(self, x):
+            self.sizes.append(int(x.shape[0]))
+            return inner.run(x)
+
+    batch = np.random.default_rng(0).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
+    ref, _ = torch_engine.heads(batch)
+    capped = Capped()
+    monkeypatch.setattr(torch_engine, "runner", capped)
+    got, _ = torch_engine.heads(batch)
+    assert capped.sizes == [2, 2, 1]
+    np.testing.assert_allclose(got.numpy().hv, ref.numpy().hv, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,10 @@ lazily, so ``import hvx.backends`` costs nothing beyond numpy.
   CUDA fp16, channels_last, CUDA graphs for repeated batch shapes).
 - :mod:`hvx.backends.onnxruntime`: :class:`~hvx.backends.onnxruntime.OnnxRuntimeBackend`.
 - :mod:`hvx.backends.tensorrt`: :class:`~hvx.backends.tensorrt.TensorRTBackend`
-  (loads a plan built by :func:`hvx.backends.export.build_tensorrt_plan`).
-- :mod:`hvx.backends.export`: ONNX export + validation, TensorRT plan build and cache.
+  (loads a plan built by :func:`hvx.backends.plan.build_tensorrt_plan`).
+- :mod:`hvx.backends.export`: ONNX export + validation, and its cache key.
+- :mod:`hvx.backends.plan`: TensorRT plan settings, cache key, files and build.
+- :mod:`hvx.backends.quantize`: int8 / bf16 CPU runners and their accuracy gate.
 """
 
 from hvx.backends.base import BACKEND_NAMES, Backend, HeadOutputs

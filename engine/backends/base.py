@@ -10,10 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["BACKEND_NAMES", "Backend", "HeadOutputs", "to_numpy"]
+__all__ = ["BACKEND_NAMES", "INPUT_NAME", "OUTPUT_NAMES", "Backend", "HeadOutputs", "to_numpy"]
 
 #: Names accepted by ``Engine.load(backend=...)`` and ``hvx infer --backend``.
 BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+#: The one name of the network input in every hvx ONNX export and TensorRT plan.
+INPUT_NAME = "input"
+#: The graph outputs, in order: the fields of :class:`HeadOutputs` (a test checks it).
+OUTPUT_NAMES = ("np_prob", "hv", "tp_prob")
 
 
 def _shape(a: Any) -> tuple[int, ...]:
@@ -106,13 +110,17 @@ class Backend(Protocol):
         device: ``"cpu"`` or ``"cuda"`` / ``"cuda:K"``: where ``run`` wants its input.
         input_dtype: The torch dtype ``run`` wants (``torch.float16`` for fp16 plans
             and CUDA fp16 torch, ``torch.float32`` otherwise).
-        precision: ``"fp32"`` or ``"fp16"``, the arithmetic the network runs in.
+        precision: The arithmetic the network runs in: ``"fp32"``, ``"fp16"``,
+            ``"bf16"`` or ``"int8"``.
+        max_batch: The largest N one ``run`` call accepts (a TensorRT plan's profile),
+            or None when any N runs; the Engine splits larger batches.
     """
 
     name: str
     device: str
     input_dtype: Any
     precision: str
+    max_batch: int | None
 
     def run(self, x: Any) -> HeadOutputs:
         """Runs the network.

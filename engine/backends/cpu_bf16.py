@@ -60,6 +60,7 @@ class CpuBf16Backend:
     precision = "bf16"
     device = "cpu"
     input_dtype = torch.float32
+    max_batch: int | None = None
 
     def __init__(self, module: torch.nn.Module, *, max_shapes: int = 4) -> None:
         if max_shapes < 1:

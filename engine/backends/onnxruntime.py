@@ -12,12 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hvx.backends.base import HeadOutputs
+from hvx.backends.base import INPUT_NAME, OUTPUT_NAMES, HeadOutputs
 
 __all__ = ["OnnxRuntimeBackend"]
-
-INPUT_NAME = "input"
-OUTPUT_NAMES = ("np_prob", "hv", "tp_prob")
 
 
 class OnnxRuntimeBackend:
@@ -39,6 +36,7 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
     precision = "fp32"
+    max_batch: int | None = None
 
     def __init__(
         self,

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from hvx.backends.base import INPUT_NAME
+
 __all__ = [
     "GATE_MAX_FLIPS",
     "GATE_MIN_PQ",
@@ -277,7 +279,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out: str | os.PathLike, calib: n
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter([{"input": calib[i : i + 1]} for i in range(len(calib))])
+            self._it = iter([{INPUT_NAME: calib[i : i + 1]} for i in range(len(calib))])
 
         def get_next(self):
             return next(self._it, None)

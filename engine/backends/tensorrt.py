@@ -1,4 +1,4 @@
-"""The TensorRT backend: runs a plan built by :func:`hvx.backends.export.build_tensorrt_plan`.
+"""The TensorRT backend: runs a plan built by :func:`hvx.backends.plan.build_tensorrt_plan`.
 
 Written against the TensorRT 10 Python API (``Runtime.deserialize_cuda_engine``,
 ``IExecutionContext.set_input_shape`` / ``set_tensor_address`` /
@@ -7,7 +7,7 @@ TensorRT is not installable on the machines this was written on, so this module
 has never run; the ``tensorrt`` tests exercise it where TensorRT exists.
 
 The plan's sidecar is checked against this machine's GPU and TensorRT version
-before any TensorRT call (:func:`hvx.backends.export.load_plan`). One execution
+before any TensorRT call (:func:`hvx.backends.plan.load_plan`). One execution
 context is not re-entrant: the Engine serialises calls to ``run``.
 """
 
@@ -17,8 +17,8 @@ import logging
 import os
 from pathlib import Path
 
-from hvx.backends.base import HeadOutputs
-from hvx.backends.export import INPUT_NAME, OUTPUT_NAMES, PlanTarget, load_plan
+from hvx.backends.base import INPUT_NAME, OUTPUT_NAMES, HeadOutputs
+from hvx.backends.plan import PlanTarget, load_plan
 
 __all__ = ["TensorRTBackend"]
 
@@ -62,6 +62,7 @@ class TensorRTBackend:
         self.device = str(torch.device(device))
         self.plan_path = Path(plan_path)
         self.settings = self.meta["settings"]
+        self.max_batch: int | None = int(self.settings.max_shape[0])
         self.precision = "fp16" if "fp16" in self.settings.precision else "fp32"
         self.input_dtype = torch.float32  # the export's I/O stays float32; fp16 is inside
         self._logger = trt.Logger(trt.Logger.WARNING)

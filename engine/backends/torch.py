@@ -63,6 +63,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    max_batch: int | None = None
 
     def __init__(
         self,

@@ -48,7 +48,8 @@ def _runners(variant: str, ctx: harness.BenchContext, tmp: Path):
     from hvx.features import features
 
     if features().tensorrt.available:
-        from hvx.backends.export import PlanSettings, build_tensorrt_plan, export_onnx
+        from hvx.backends.export import export_onnx
+        from hvx.backends.plan import PlanSettings, build_tensorrt_plan
         from hvx.backends.tensorrt import TensorRTBackend
 
         onnx_path = export_onnx(inference, tmp / f"{variant}.onnx", in_chans=6)

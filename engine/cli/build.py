@@ -17,7 +17,7 @@ log = logging.getLogger("hvx.build")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``hvx build``."""
-    from hvx.backends.export import PlanSettings
+    from hvx.backends.plan import PlanSettings
 
     p = sub.add_parser(
         "build",
@@ -93,7 +93,7 @@ def _copy(src: Path, dst: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exports / builds; returns 0, or 2 for bad arguments or a failed build."""
     from hvx import _artifacts
-    from hvx.backends.export import PlanSettings, sidecar_path
+    from hvx.backends.plan import PlanSettings, sidecar_path
     from hvx.bundle import load_bundle
 
     if args.out is not None and args.out.exists() and not args.out.is_dir():
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 or args.bf16:
         return _build_lowp(args, bundle)
     if args.tensorrt:  # fail before the (slow) export when TensorRT cannot run here
-        from hvx.backends.export import PlanTarget
+        from hvx.backends.plan import PlanTarget
 
         try:
             PlanTarget.current()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from hvx.backends import export as ex
-from hvx.backends.export import PlanMismatchError, PlanSettings, PlanTarget
+from hvx.backends import plan as pl
+from hvx.backends.plan import PlanMismatchError, PlanSettings, PlanTarget
 
 H100 = PlanTarget("10.7.0", "NVIDIA H100 80GB HBM3", (9, 0))
 
@@ -35,8 +36,8 @@ def onnx_bytes(tmp_path_factory):
 
 
 def test_key_is_stable_and_hex(onnx_bytes):
-    k1 = ex.plan_cache_key(onnx_bytes, PlanSettings(), H100)
-    k2 = ex.plan_cache_key(onnx_bytes, PlanSettings(), H100)
+    k1 = pl.plan_cache_key(onnx_bytes, PlanSettings(), H100)
+    k2 = pl.plan_cache_key(onnx_bytes, PlanSettings(), H100)
     assert k1 == k2 and len(k1) == 64 and int(k1, 16) >= 0
 
 
@@ -53,9 +54,9 @@ def test_key_is_stable_and_hex(onnx_bytes):
     ],
 )
 def test_every_setting_changes_the_key(onnx_bytes, change):
-    base = ex.plan_cache_key(onnx_bytes, PlanSettings(), H100)
+    base = pl.plan_cache_key(onnx_bytes, PlanSettings(), H100)
     assert (
-        ex.plan_cache_key(onnx_bytes, dataclasses.replace(PlanSettings(), **change), H100) != base
+        pl.plan_cache_key(onnx_bytes, dataclasses.replace(PlanSettings(), **change), H100) != base
     )
 
 
@@ -68,7 +69,7 @@ def test_every_setting_changes_the_key(onnx_bytes, change):
     ],
 )
 def test_every_target_field_changes_the_key(onnx_bytes, target):
-    assert ex.plan_cache_key(onnx_bytes, PlanSettings(), target) != ex.plan_cache_key(
+    assert pl.plan_cache_key(onnx_bytes, PlanSettings(), target) != pl.plan_cache_key(
         onnx_bytes, PlanSettings(), H100
     )
 
@@ -82,7 +83,7 @@ def test_onnx_bytes_change_the_key(onnx_bytes):
     w.flat[0] += 1.0
     init.CopyFrom(onnx.numpy_helper.from_array(w, init.name))
     other = proto.SerializeToString()
-    assert ex.plan_cache_key(other, PlanSettings(), H100) != ex.plan_cache_key(
+    assert pl.plan_cache_key(other, PlanSettings(), H100) != pl.plan_cache_key(
         onnx_bytes, PlanSettings(), H100
     )
 
@@ -103,7 +104,7 @@ def test_canonicalisation_makes_equal_inputs_equal(onnx_bytes):
     assert a == b
     t = PlanTarget(" 10.7.0 ", "NVIDIA  H100 80GB   HBM3", [np.int64(9), 0])
     assert t == H100
-    assert ex.plan_cache_key(cosmetic, a, t) == ex.plan_cache_key(onnx_bytes, b, H100)
+    assert pl.plan_cache_key(cosmetic, a, t) == pl.plan_cache_key(onnx_bytes, b, H100)
 
 
 @pytest.mark.parametrize(
@@ -130,15 +131,15 @@ def test_settings_round_trip_and_accepts():
 
 def _fake_plan(tmp_path, target=H100, payload=b"not really a plan"):
     meta = {"key": "0" * 64, "settings": PlanSettings().to_dict(), "target": target.to_dict()}
-    return ex.write_plan(tmp_path / "model.plan", payload, meta)
+    return pl.write_plan(tmp_path / "model.plan", payload, meta)
 
 
 def test_fake_plan_round_trip_without_tensorrt(tmp_path):
     plan = _fake_plan(tmp_path)
-    data, meta = ex.load_plan(plan, H100)
+    data, meta = pl.load_plan(plan, H100)
     assert data == b"not really a plan"
     assert meta["target"] == H100 and meta["plan_sha256"] == hashlib.sha256(data).hexdigest()
-    assert ex.sidecar_path(plan).name == "model.plan.json"
+    assert pl.sidecar_path(plan).name == "model.plan.json"
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -159,7 +160,7 @@ def test_plan_for_another_gpu_or_version_is_rejected_before_tensorrt(
     plan = _fake_plan(tmp_path)
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # any TensorRT import would fail
     with pytest.raises(PlanMismatchError, match=f"was built for 'NVIDIA H100.*{what}.*rebuild"):
-        ex.load_plan(plan, here)
+        pl.load_plan(plan, here)
     from hvx.backends.tensorrt import TensorRTBackend
 
     with pytest.raises(PlanMismatchError, match="TensorRT plans only run where they were built"):
@@ -170,33 +171,33 @@ def test_plan_missing_sidecar_or_corrupt(tmp_path):
     plan = _fake_plan(tmp_path)
     plan.write_bytes(b"not really a plaN")
     with pytest.raises(ValueError, match="truncated or replaced"):
-        ex.load_plan(plan, H100)
-    ex.sidecar_path(plan).write_text("{}")
+        pl.load_plan(plan, H100)
+    pl.sidecar_path(plan).write_text("{}")
     with pytest.raises(ValueError, match="expected sidecar fields"):
-        ex.load_plan(plan, H100)
-    ex.sidecar_path(plan).write_text("{nope")
+        pl.load_plan(plan, H100)
+    pl.sidecar_path(plan).write_text("{nope")
     with pytest.raises(ValueError, match="expected JSON"):
-        ex.load_plan(plan, H100)
-    ex.sidecar_path(plan).unlink()
+        pl.load_plan(plan, H100)
+    pl.sidecar_path(plan).unlink()
     with pytest.raises(FileNotFoundError, match=r"expected the sidecar model\.plan\.json"):
-        ex.load_plan(plan, H100)
+        pl.load_plan(plan, H100)
     with pytest.raises(FileNotFoundError, match="plan not found"):
-        ex.load_plan(tmp_path / "none.plan", H100)
+        pl.load_plan(tmp_path / "none.plan", H100)
 
 
 def test_plan_of_unknown_format_version(tmp_path):
     plan = _fake_plan(tmp_path)
-    side = ex.sidecar_path(plan)
+    side = pl.sidecar_path(plan)
     doc = json.loads(side.read_text())
     doc["format_version"] = 99
     side.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="version 99"):
-        ex.load_plan(plan, H100)
+        pl.load_plan(plan, H100)
 
 
 def test_timing_cache_path_is_per_target(tmp_path):
-    a = ex.timing_cache_path(tmp_path, H100)
-    b = ex.timing_cache_path(tmp_path, PlanTarget("10.8.0", H100.gpu_name, (9, 0)))
+    a = pl.timing_cache_path(tmp_path, H100)
+    b = pl.timing_cache_path(tmp_path, PlanTarget("10.8.0", H100.gpu_name, (9, 0)))
     assert a != b and a.parent == tmp_path and " " not in a.name
 
 
@@ -211,11 +212,12 @@ def test_build_and_run_plan_matches_torch(tmp_path, onnx_bytes):
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(onnx_bytes)
     settings = PlanSettings((1, 32, 32), (2, 64, 64), (4, 128, 128))
-    plan = ex.build_tensorrt_plan(onnx_path, tmp_path / "cache", settings)
-    assert ex.timing_cache_path(tmp_path / "cache", PlanTarget.current()).is_file()
-    again = ex.build_tensorrt_plan(onnx_path, tmp_path / "cache", settings)  # cache hit
+    plan = pl.build_tensorrt_plan(onnx_path, tmp_path / "cache", settings)
+    assert pl.timing_cache_path(tmp_path / "cache", PlanTarget.current()).is_file()
+    again = pl.build_tensorrt_plan(onnx_path, tmp_path / "cache", settings)  # cache hit
     assert again == plan
     backend = TensorRTBackend(plan)
+    assert backend.max_batch == 4  # the profile's largest N
     x = torch.rand(2, 6, 64, 96)
     got = backend.run(x.cuda()).numpy()
     ref = OnnxRuntimeBackend(onnx_bytes).run(x)

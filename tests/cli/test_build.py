@@ -59,7 +59,7 @@ def test_build_tensorrt_plan(bundle, tmp_path, capsys):
 
 def test_build_defaults_are_the_engine_profile():
     """`hvx build --tensorrt` without options builds the plan Engine.load would look up."""
-    from hvx.backends.export import PlanSettings
+    from hvx.backends.plan import PlanSettings
     from hvx.cli import build_parser
 
     a = build_parser().parse_args(["build", "b"])
@@ -98,11 +98,11 @@ def test_build_tensorrt_precision_follows_the_fp16_check(
 ):
     """The plan's precision without TensorRT: the GPU steps are replaced by recorders."""
     import hvx._artifacts as art
-    import hvx.backends.export as ex
+    import hvx.backends.plan as plan
     import hvx.engine as eng
 
     calls = []
-    monkeypatch.setattr(ex.PlanTarget, "current", classmethod(lambda cls: None))
+    monkeypatch.setattr(plan.PlanTarget, "current", classmethod(lambda cls: None))
     monkeypatch.setattr(art, "onnx_for_bundle", lambda b, c: tmp_path / "m.onnx")
 
     def fake_check(b, dev, path):

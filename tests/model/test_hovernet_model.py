@@ -131,7 +131,7 @@ def test_onnx_export_fixed_window_dynamic_batch(tmp_path):
 
 
 def test_window_plan_settings_fix_the_spatial_axes():
-    from hvx.backends.export import PlanSettings, window_plan_settings
+    from hvx.backends.plan import PlanSettings, window_plan_settings
 
     s = window_plan_settings(PlanSettings(precision=("tf32",)), 270)
     assert (s.min_shape, s.opt_shape, s.max_shape) == ((1, 270, 270), (8, 270, 270), (16, 270, 270))
