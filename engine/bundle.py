@@ -47,6 +47,7 @@ import torch
 
 from hvx._version import __version__
 from hvx.model import HoVerNet, OfficialHoVerNet, create_model, get_variant
+from hvx.model._signature import reference_state
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -656,8 +657,7 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
         raise ValueError(
             f"{where}preprocess gives {pre.in_chans} channels, expected in_chans={in_chans}"
         )
-    with torch.device("meta"):
-        ref = create_model(variant, in_chans=in_chans, num_types=num_types).state_dict()
+    ref = reference_state(variant, in_chans, num_types)  # cached: no timm import (issue 24)
     dtype, kept32 = _check_weights(path, m["weights"], ref)
     return ModelBundle(
         path=path,

@@ -18,10 +18,12 @@ the surgery are kept separately (``Encoder.strides``).
 
 from __future__ import annotations
 
-import timm
 import torch
-from timm.layers import trunc_normal_
 from torch import nn
+
+# timm is imported inside the two functions that build an encoder: importing it
+# costs seconds (it pulls in torchvision and torch._dynamo), and reading a bundle
+# or running its cached ONNX export needs no encoder (issue 24 item 5).
 
 __all__ = ["Encoder", "build_encoder"]
 
@@ -77,6 +79,8 @@ def _convnext_stride1_stem(body: nn.Module, in_chans: int) -> None:
         device=old.weight.device,
         dtype=old.weight.dtype,
     )
+    from timm.layers import trunc_normal_
+
     # timm's ConvNeXt init for convolutions (trunc normal 0.02, zero bias).
     trunc_normal_(new.weight, std=0.02)
     if new.bias is not None:
@@ -116,6 +120,8 @@ def build_encoder(name: str, stem: str, in_chans: int) -> Encoder:
         The encoder; weights are timm's random init (deterministic under
         ``torch.manual_seed``).
     """
+    import timm
+
     kwargs: dict = {"features_only": True, "pretrained": False, "in_chans": in_chans}
     if name.startswith("resnet"):
         # layer1..layer4 (skip the stride-2 'act1' level).
