@@ -210,7 +210,8 @@ def _other_section(docs: list[tuple[Path, dict]]) -> list[str]:
     lines = [
         "## Other recorded results",
         "",
-        "Per-stage scripts and model costs (each file says how it was measured).",
+        "The scripts beside hvx-bench, and the per-stage scripts later folded into its "
+        "stages (each file says how it was measured).",
         "",
         "| file | benchmark | machine | date | headline |",
         "|---|---|---|---|---|",

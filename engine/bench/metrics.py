@@ -177,6 +177,24 @@ def make_conic_pairs(
     return true, pred, source
 
 
+def agreement(native, reference) -> dict:
+    """How far native ``conic_scores`` is from the twin on the same maps (both ConicScores).
+
+    Returns:
+        ``{"tp_fp_fn_identical", "max_abs_sum_iou_diff", "pq_native", "pq_reference",
+        "mpq_plus_native", "mpq_plus_reference"}``: counts must be identical; the
+        summed IoUs may differ by float rounding only.
+    """
+    return {
+        "tp_fp_fn_identical": bool(np.array_equal(native.stats[:, :3], reference.stats[:, :3])),
+        "max_abs_sum_iou_diff": float(np.max(np.abs(native.stats[:, 3] - reference.stats[:, 3]))),
+        "pq_native": float(native.pq),
+        "pq_reference": float(reference.pq),
+        "mpq_plus_native": float(native.mpq_plus),
+        "mpq_plus_reference": float(reference.mpq_plus),
+    }
+
+
 def run(ctx: harness.BenchContext) -> list[harness.Record]:
     """Times native ``conic_scores`` (1 thread, all threads) vs ``conic_scores_ref``."""
     from hvx import _native
@@ -187,11 +205,18 @@ def run(ctx: harness.BenchContext) -> list[harness.Record]:
     for batch in ctx.batches:
         true, pred, source = make_conic_pairs(batch, seed=batch)
         ref_repeats = 1 if ctx.quick else max(1, min(ctx.repeats, 3))
+        got: dict = {}
         ref = harness.time_call(
-            lambda t=true, p=pred: conic_scores_ref(t, p), warmup=0, repeats=ref_repeats
+            lambda t=true, p=pred, g=got: g.update(ref=conic_scores_ref(t, p)),
+            warmup=0,
+            repeats=ref_repeats,
         )
         nuclei = float(np.mean([np.unique(t[..., 0]).size - 1 for t in true]))
-        extra = {"inputs": source, "nuclei_per_tile": nuclei}
+        extra = {
+            "inputs": source,
+            "nuclei_per_tile": nuclei,
+            "agreement": agreement(conic_scores(true, pred), got["ref"]),
+        }
         records.append(harness.Record(NAME, "reference", batch, ctx.size, ref, extra=dict(extra)))
         for threads in sorted({1, default_threads}):
             _native.set_num_threads(threads)

@@ -193,6 +193,35 @@ def _reference_batch(np_prob, hv, tp, config=None):
         cv2.setNumThreads(before)
 
 
+def agreement(np_prob: np.ndarray, hv: np.ndarray, config) -> dict:
+    """Whether the native instance maps equal the twin's on every tile, and what they hold.
+
+    Args:
+        np_prob: ``ndarray[N, H, W] float32`` foreground probabilities.
+        hv: ``ndarray[N, 2, H, W] float32`` HV maps.
+        config: The ``PostprocessConfig`` both sides use.
+
+    Returns:
+        ``{"native_equals_reference": bool (every tile bit-identical),
+        "nuclei_per_tile": float, "foreground_fraction": float}`` (the last two of
+        the native maps, means over the tiles).
+    """
+    from hvx._postprocess_ref import instances_from_hv_ref
+    from hvx.postprocess import instances_from_hv
+
+    same, nuclei, fg = True, [], []
+    for a, h in zip(np_prob, hv, strict=True):
+        inst = instances_from_hv(a, h, config)
+        same = same and np.array_equal(inst, instances_from_hv_ref(a, h, config))
+        nuclei.append(len(np.unique(inst)) - 1)
+        fg.append(float((inst > 0).mean()))
+    return {
+        "native_equals_reference": bool(same),
+        "nuclei_per_tile": float(np.mean(nuclei)),
+        "foreground_fraction": float(np.mean(fg)),
+    }
+
+
 def run(ctx: harness.BenchContext) -> list[harness.Record]:
     """Native (1 and 2 threads) against the reference, paired and interleaved.
 
@@ -214,6 +243,7 @@ def run(ctx: harness.BenchContext) -> list[harness.Record]:
         _log.warning("postprocess: no predicted inputs (%s)", err)
     for kind, (np_prob, hv, tp, source, config) in inputs.items():
         _log.info("postprocess inputs (%s): %s", kind, source)
+        check = agreement(np_prob, hv, config)
         for b in batches:
             args = (np_prob[:b], hv[:b], tp[:b])
             fns = {"reference": lambda a=args, c=config: _reference_batch(*a, c)}
@@ -224,7 +254,7 @@ def run(ctx: harness.BenchContext) -> list[harness.Record]:
             times = paired.interleaved(fns, ctx.repeats, warmup=ctx.warmup)
             for impl, secs in times.items():
                 threads = 1 if impl == "reference" else int(impl.split("-")[1][:-1])
-                extra = {"threads": threads, "inputs": kind, "source": source}
+                extra = {"threads": threads, "inputs": kind, "source": source, **check}
                 fields = {}
                 if impl != "reference":
                     ratio = paired.paired_ratio(times["reference"], secs)

@@ -1,7 +1,10 @@
 """Bench stage "preprocess": hvx.preprocess against the OpenCV reference it replaces.
 
 CPU: the numba path vs ``impl="reference"`` (OpenCV CLAHE + cvtColor + numpy),
-same tiles, same thread count (``ctx.options["threads"]``, default: all cores).
+same tiles, same thread count (``ctx.options["threads"]``, default: all cores),
+timed in alternation (:func:`hvx.bench.paired.measure_pair`: ``repeats`` rounds,
+the speed-up is the median per-round ratio), so the load of a shared machine
+hits both sides alike.
 CUDA: the Triton kernel pair (float16 output), with the bytes it moves per tile,
 the achieved GB/s and the fraction of the device's measured copy bandwidth;
 the CPU reference is timed on the same tiles as the baseline.
@@ -17,7 +20,7 @@ import os
 
 import numpy as np
 
-from hvx.bench import _inputs, harness
+from hvx.bench import _inputs, harness, paired
 
 NAME = "preprocess"
 HELP = "CLAHE + 6-channel stacking: numba (CPU) / Triton (CUDA) vs the OpenCV reference"
@@ -85,45 +88,54 @@ def _run(ctx: harness.BenchContext, threads: int) -> list[harness.Record]:
     for batch in ctx.batches:
         tiles, source = load_tiles(batch, ctx.size)
         extra = {"threads": threads, "inputs": source, "config": cfg.to_dict()}
+        if not cuda:
+            base, fast = paired.measure_pair(
+                NAME,
+                ("reference", lambda t=tiles: preprocess(t, cfg, impl="reference")),
+                ("numba", lambda t=tiles: preprocess(t, cfg, impl="numba")),
+                batch,
+                ctx.size,
+                ctx,
+                numba=max(ctx.warmup, 1),  # the first call compiles
+            )
+            base.extra = dict(extra)
+            fast.extra = {
+                **extra,
+                **fast.extra,
+                "ms_per_tile": fast.timing.median_ms / batch,
+                "dtype": "float32",
+            }
+            records += [base, fast]
+            continue
         ref = harness.time_call(
             lambda t=tiles: preprocess(t, cfg, impl="reference"),
             warmup=ctx.warmup,
             repeats=ctx.repeats,
         )
         records.append(harness.Record(NAME, "reference", batch, ctx.size, ref, extra=extra))
-        if cuda:
-            x = torch.from_numpy(tiles).cuda()
-            t = harness.time_call(
-                lambda x=x: preprocess(x, cfg, impl="triton"),
-                warmup=max(ctx.warmup, 2),
-                repeats=ctx.repeats,
-                sync=sync,
-            )
-            moved = bytes_per_tile(ctx.size, ctx.size, 6, 2, cfg.tile_grid[0] * cfg.tile_grid[1])
-            gbs = moved * batch / (t.median_ms / 1e3) / 1e9
-            extra = {
-                **extra,
-                "device": torch.cuda.get_device_name(),
-                "bytes_per_tile": moved,
-                "gb_per_s": gbs,
-                "copy_gb_per_s": copy_gbs,
-                "fraction_of_copy_bandwidth": gbs / copy_gbs,
-                "us_per_tile": t.median_ms * 1e3 / batch,
-                "dtype": "float16",
-            }
-            impl = "triton"
-        else:
-            t = harness.time_call(
-                lambda t=tiles: preprocess(t, cfg, impl="numba"),
-                warmup=max(ctx.warmup, 1),
-                repeats=ctx.repeats,
-            )
-            extra = {**extra, "ms_per_tile": t.median_ms / batch, "dtype": "float32"}
-            impl = "numba"
+        x = torch.from_numpy(tiles).cuda()
+        t = harness.time_call(
+            lambda x=x: preprocess(x, cfg, impl="triton"),
+            warmup=max(ctx.warmup, 2),
+            repeats=ctx.repeats,
+            sync=sync,
+        )
+        moved = bytes_per_tile(ctx.size, ctx.size, 6, 2, cfg.tile_grid[0] * cfg.tile_grid[1])
+        gbs = moved * batch / (t.median_ms / 1e3) / 1e9
+        extra = {
+            **extra,
+            "device": torch.cuda.get_device_name(),
+            "bytes_per_tile": moved,
+            "gb_per_s": gbs,
+            "copy_gb_per_s": copy_gbs,
+            "fraction_of_copy_bandwidth": gbs / copy_gbs,
+            "us_per_tile": t.median_ms * 1e3 / batch,
+            "dtype": "float16",
+        }
         records.append(
             harness.Record(
                 NAME,
-                impl,
+                "triton",
                 batch,
                 ctx.size,
                 t,

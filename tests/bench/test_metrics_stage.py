@@ -3,7 +3,7 @@ import pytest
 
 from hvx.bench import cli, harness
 from hvx.bench import metrics as stage
-from hvx.metrics import conic_scores
+from hvx.metrics import conic_scores, conic_scores_ref
 
 
 def test_synthetic_pairs_are_conic_like():
@@ -34,3 +34,17 @@ def test_stage_is_registered_and_records_speedups(monkeypatch):
         assert r.baseline == "reference"
         want = records[0].timing.median_ms / r.timing.median_ms
         assert r.speedup == pytest.approx(want, rel=1e-9)
+    agree = records[0].extra["agreement"]
+    assert agree["tp_fp_fn_identical"] is True and agree["max_abs_sum_iou_diff"] < 1e-9
+    assert agree["pq_native"] == pytest.approx(agree["pq_reference"], abs=1e-12)
+
+
+def test_agreement_reports_a_wrong_count():
+    true, pred, _ = stage.make_conic_pairs(2, seed=1, synthetic=True)
+    native, reference = conic_scores(true, pred), conic_scores_ref(true, pred)
+    assert stage.agreement(native, reference)["tp_fp_fn_identical"] is True
+    reference.stats[1, 0] += 1  # one more true positive in class 1
+    reference.stats[2, 3] += 0.5
+    agree = stage.agreement(native, reference)
+    assert agree["tp_fp_fn_identical"] is False
+    assert agree["max_abs_sum_iou_diff"] == pytest.approx(0.5)
