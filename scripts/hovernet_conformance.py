@@ -296,13 +296,15 @@ def main() -> int:
     import skimage
 
     from hvx._version import __version__
+    from hvx.features import machine_summary
+    from hvx.provenance import write_json
 
     doc = {
         "what": "hvx HoVer-Net (import-hovernet + Engine.heads/infer, torch CPU fp32) vs the "
         "official hover_net code (net_desc.HoVerNet, tile mode as infer/tile.py, "
         "post_proc.process), random weights with randomised BatchNorm statistics",
         "date": date,
-        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "machine": machine_summary(),
         "versions": {
             "hvx": __version__,
             "torch": torch.__version__,
@@ -317,7 +319,7 @@ def main() -> int:
         "modes": modes,
         "default_model_postprocess": postproc,
     }
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(out, doc)
     print(f"wrote {out}")
     return 0
 
