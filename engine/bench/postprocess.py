@@ -203,8 +203,8 @@ def agreement(np_prob: np.ndarray, hv: np.ndarray, config) -> dict:
 
     Returns:
         ``{"native_equals_reference": bool (every tile bit-identical),
-        "nuclei_per_tile": float, "foreground_fraction": float}`` (the last two of
-        the native maps, means over the tiles).
+        "nuclei_per_tile": float, "foreground_fraction": float, "tiles_checked": int}``
+        (nuclei and foreground of the native maps, means over the tiles).
     """
     from hvx._postprocess_ref import instances_from_hv_ref
     from hvx.postprocess import instances_from_hv
@@ -219,6 +219,7 @@ def agreement(np_prob: np.ndarray, hv: np.ndarray, config) -> dict:
         "native_equals_reference": bool(same),
         "nuclei_per_tile": float(np.mean(nuclei)),
         "foreground_fraction": float(np.mean(fg)),
+        "tiles_checked": len(nuclei),
     }
 
 

@@ -12,6 +12,7 @@ def test_agreement_on_realistic_tiles():
     got = stage.agreement(np_prob, hv, PostprocessConfig())
     assert got["native_equals_reference"] is True
     assert got["nuclei_per_tile"] >= 1 and 0 < got["foreground_fraction"] < 1
+    assert got["tiles_checked"] == 2
 
 
 def test_agreement_reports_a_differing_tile(monkeypatch):
