@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hvx import _dictconfig
 from hvx.results import BatchResult, NucleusTable
 
 __all__ = [
@@ -71,23 +72,21 @@ class PostprocessConfig:
             raise ValueError(f"gaussian_ksize: expected 3, got {self.gaussian_ksize}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns a JSON-ready dict of every field."""
-        return dataclasses.asdict(self)
+        """Returns a JSON-ready dict of every field; inverse of :meth:`from_dict`."""
+        return _dictconfig.to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PostprocessConfig:
-        """Builds a config from :meth:`to_dict` output; missing keys take defaults.
+    def from_dict(
+        cls, d: dict[str, Any], *, source: str = "PostprocessConfig"
+    ) -> PostprocessConfig:
+        """Builds a config from :meth:`to_dict` output (the rule of :mod:`hvx._dictconfig`).
+
+        Every key is required (no documented defaults: a bundle records them all).
 
         Raises:
-            ValueError: On unknown keys or invalid values.
+            ValueError: On an unknown or missing key, a mistyped or invalid value.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"PostprocessConfig: expected keys from {sorted(known)}, got {unknown}"
-            )
-        return cls(**d)
+        return _dictconfig.from_dict(cls, d, source=source)
 
 
 def _native():

@@ -55,6 +55,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from hvx import _dictconfig
+
 __all__ = ["AugmentConfig", "Augmenter", "affine_matrix", "hed_to_rgb", "rgb_to_hed"]
 
 _Range = tuple[float, float]
@@ -116,6 +118,9 @@ class AugmentConfig:
     jpeg_p: float = 0.5
     scale_isotropic: bool = False
 
+    #: :mod:`hvx._dictconfig`: every field may be left out of a dict (the paper's default).
+    DEFAULTED_KEYS = _dictconfig.EVERY_FIELD
+
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -160,23 +165,19 @@ class AugmentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready dict (ranges as lists)."""
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in dataclasses.fields(self)
-        }
+        return _dictconfig.to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AugmentConfig:
-        """Builds a config from a (partial) dict; unknown keys are an error."""
-        if not isinstance(d, dict):
-            raise TypeError(f"expected a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"AugmentConfig: expected keys from {sorted(known)}, got unknown {unknown}"
-            )
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    def from_dict(cls, d: dict[str, Any], *, source: str = "AugmentConfig") -> AugmentConfig:
+        """Builds a config from a (partial) dict (the rule of :mod:`hvx._dictconfig`).
+
+        Every field has a documented default (the paper's, see the class
+        docstring; ``DEFAULTED_KEYS``): keys left out keep it.
+
+        Raises:
+            ValueError: On an unknown key, a mistyped or invalid value.
+        """
+        return _dictconfig.from_dict(cls, d, source=source)
 
 
 def _check_range(name: str, value: Any) -> None:

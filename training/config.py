@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import re
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from hvx import _dictconfig
 from hvx.postprocess import PostprocessConfig
 from hvx.preprocess import PreprocessConfig
 from hvx.training.augment import AugmentConfig
@@ -247,6 +245,9 @@ class TrainConfig:
     ckpt_every_steps: int = 0
     best_metric: Literal["mpq_plus", "pq"] = "mpq_plus"
 
+    #: :mod:`hvx._dictconfig`: a config file lists only what differs from the defaults.
+    DEFAULTED_KEYS = _dictconfig.EVERY_FIELD
+
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_batch_size", "val_every"):
             if getattr(self, name) < 1:
@@ -271,45 +272,21 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, nested, JSON/YAML-ready (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name in _EXTERNAL:
-                out[f.name] = _jsonable(_external_to_dict(v))
-            elif dataclasses.is_dataclass(v):
-                out[f.name] = _jsonable(dataclasses.asdict(v))
-            else:
-                out[f.name] = _jsonable(v)
-        return out
+        return _dictconfig.to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """Builds a config from a (partial) nested mapping; missing keys keep defaults.
 
+        The rule of :mod:`hvx._dictconfig`, with every field defaulted
+        (``DEFAULTED_KEYS``): a section given in part keeps the defaults of the
+        keys it leaves out.
+
         Raises:
             ValueError: On an unknown key (named, with the allowed ones), a value
                 of the wrong type, or a value out of range.
         """
-        if not isinstance(d, dict):
-            raise ValueError(
-                f"{source}: expected a mapping at the top level, got {type(d).__name__}"
-            )
-        _check_keys(d, [f.name for f in dataclasses.fields(cls)], "", source)
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in d:
-                continue
-            v = d[f.name]
-            if f.name in _EXTERNAL:
-                kwargs[f.name] = _build_external(f.name, v, source)
-            elif f.name in _SECTIONS:
-                kwargs[f.name] = _build(_SECTIONS[f.name], v, f.name + ".", source)
-            else:
-                kwargs[f.name] = _coerce(v, _hints(cls)[f.name], f.name, source)
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: {e}") from None
+        return _dictconfig.from_dict(cls, d, source=source)
 
     def replace(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with dotted-key overrides applied (``{"optim.lr": 1e-3, "epochs": 3}``).
@@ -333,137 +310,6 @@ class TrainConfig:
                 )
             node[parts[-1]] = value
         return TrainConfig.from_dict(d, source="overrides")
-
-
-_SECTIONS = {"model": ModelConfig, "loss": LossWeights, "optim": OptimConfig, "data": DataConfig}
-_EXTERNAL = ("preprocess", "augment", "postprocess")
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _check_keys(d: dict, allowed: list[str], prefix: str, source: str) -> None:
-    unknown = sorted(set(d) - set(allowed), key=str)
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown key {prefix}{unknown[0]!r}; expected one of "
-            f"{', '.join(sorted(allowed))}"
-        )
-
-
-_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
-    """Checks/converts a YAML value to a field's type (int->float, list->tuple)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key, source)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError(errors[0])
-    bad = ValueError(f"{source}: expected {key} of type {_name(hint)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{source}: expected {key} one of {list(args)}, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if hint is float:
-        if isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
-            # PyYAML (YAML 1.1) reads "4e-4" or "1e3" (no dot) as a string
-            return float(value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise bad
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], key, source) for v in value)
-        if len(value) != len(args):
-            raise bad
-        return tuple(_coerce(v, a, key, source) for v, a in zip(value, args, strict=True))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        kt, vt = args
-        return {_coerce(k, kt, key, source): _coerce(v, vt, key, source) for k, v in value.items()}
-    return value
-
-
-def _name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _build(cls: type, d: Any, prefix: str, source: str) -> Any:
-    if d is None:
-        d = {}
-    if not isinstance(d, dict):
-        raise ValueError(f"{source}: expected a mapping for {prefix[:-1]}, got {d!r}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    _check_keys(d, names, prefix, source)
-    hints = _hints(cls)
-    kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in d.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: {e}") from None
-
-
-def _external_to_dict(obj: Any) -> dict:
-    to_dict = getattr(obj, "to_dict", None)
-    return to_dict() if callable(to_dict) else dataclasses.asdict(obj)
-
-
-def _build_external(name: str, d: Any, source: str) -> Any:
-    """Builds PreprocessConfig / AugmentConfig / PostprocessConfig over their defaults."""
-    cls = {
-        "preprocess": PreprocessConfig,
-        "augment": AugmentConfig,
-        "postprocess": PostprocessConfig,
-    }[name]
-    if d is None:
-        d = {}
-    if not isinstance(d, dict):
-        raise ValueError(f"{source}: expected a mapping for {name}, got {d!r}")
-    base = _jsonable(_external_to_dict(cls()))
-    _check_keys(d, list(base), name + ".", source)
-    merged = {**base, **d}
-    try:
-        if hasattr(cls, "from_dict"):
-            return cls.from_dict(merged)
-        hints = _hints(cls)
-        return cls(**{k: _coerce(v, hints[k], f"{name}.{k}", source) for k, v in merged.items()})
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{source}: {name}: {e}") from None
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v
 
 
 _CONFIG_DIR = "configs"

@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hvx import _dictconfig
 from hvx.backends.base import INPUT_NAME
 from hvx.backends.export import canonical_onnx_bytes
 from hvx.io.writers import atomic_write
@@ -115,21 +116,12 @@ class PlanSettings:
 
     def to_dict(self) -> dict:
         """JSON-ready, canonical form."""
-        return {
-            "min_shape": list(self.min_shape),
-            "opt_shape": list(self.opt_shape),
-            "max_shape": list(self.max_shape),
-            "precision": list(self.precision),
-            "workspace_bytes": self.workspace_bytes,
-        }
+        return _dictconfig.to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> PlanSettings:
-        """Inverse of :meth:`to_dict`; unknown or missing keys raise ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(d) != names:
-            raise ValueError(f"expected plan settings keys {sorted(names)}, got {sorted(d)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    def from_dict(cls, d: dict, *, source: str = "plan settings") -> PlanSettings:
+        """Inverse of :meth:`to_dict` (:mod:`hvx._dictconfig`: every key required)."""
+        return _dictconfig.from_dict(cls, d, source=source)
 
     def accepts(self, shape: tuple[int, ...]) -> bool:
         """Whether an input of shape (N, C, H, W) lies inside the profile."""
@@ -179,19 +171,12 @@ class PlanTarget:
 
     def to_dict(self) -> dict:
         """JSON-ready, canonical form."""
-        return {
-            "tensorrt_version": self.tensorrt_version,
-            "gpu_name": self.gpu_name,
-            "compute_capability": list(self.compute_capability),
-        }
+        return _dictconfig.to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> PlanTarget:
-        """Inverse of :meth:`to_dict`; unknown or missing keys raise ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(d) != names:
-            raise ValueError(f"expected plan target keys {sorted(names)}, got {sorted(d)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, *, source: str = "plan target") -> PlanTarget:
+        """Inverse of :meth:`to_dict` (:mod:`hvx._dictconfig`: every key required)."""
+        return _dictconfig.from_dict(cls, d, source=source)
 
     def describe(self) -> str:
         """``'NVIDIA H100 80GB HBM3' (sm_90) with TensorRT 10.7.0``."""
@@ -324,8 +309,8 @@ def read_plan_meta(plan_path: str | os.PathLike) -> dict:
             f"expected {PLAN_FORMAT} version {PLAN_FORMAT_VERSION} in {side}, "
             f"got {doc['format']!r} version {doc['format_version']!r}"
         )
-    doc["settings"] = PlanSettings.from_dict(doc["settings"])
-    doc["target"] = PlanTarget.from_dict(doc["target"])
+    doc["settings"] = PlanSettings.from_dict(doc["settings"], source=f"{side}: settings")
+    doc["target"] = PlanTarget.from_dict(doc["target"], source=f"{side}: target")
     return doc
 
 

@@ -6,6 +6,8 @@ import dataclasses
 import math
 from numbers import Integral, Real
 
+from hvx import _dictconfig
+
 _MODES = ("6ch", "rgb")
 
 
@@ -105,36 +107,16 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict:
         """Returns a JSON-ready dict (tuples as lists); inverse of :meth:`from_dict`."""
-        return {
-            "clip_limit": self.clip_limit,
-            "tile_grid": list(self.tile_grid),
-            "tile_size": self.tile_size,
-            "mode": self.mode,
-            "mean": None if self.mean is None else list(self.mean),
-            "std": None if self.std is None else list(self.std),
-        }
+        return _dictconfig.to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> PreprocessConfig:
-        """Builds a config from :meth:`to_dict` output.
+    def from_dict(cls, d: dict, *, source: str = "PreprocessConfig") -> PreprocessConfig:
+        """Builds a config from :meth:`to_dict` output (the rule of :mod:`hvx._dictconfig`).
+
+        Every key is required (no field has a documented default here: a bundle
+        records them all, and a missing ``mode`` must not silently become "6ch").
 
         Raises:
-            TypeError: If ``d`` is not a dict.
-            ValueError: On unknown or missing keys, or an invalid value.
+            ValueError: On an unknown or missing key, a mistyped or invalid value.
         """
-        if not isinstance(d, dict):
-            raise TypeError(f"expected a dict, got {type(d).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(d) - fields), sorted(fields - set(d))
-        if unknown or missing:
-            raise ValueError(
-                f"expected exactly the keys {sorted(fields)}, got unknown {unknown}, "
-                f"missing {missing}"
-            )
-        kw = dict(d)
-        if isinstance(kw["tile_grid"], list):
-            kw["tile_grid"] = tuple(kw["tile_grid"])
-        for k in ("mean", "std"):
-            if isinstance(kw[k], list):
-                kw[k] = tuple(kw[k])
-        return cls(**kw)
+        return _dictconfig.from_dict(cls, d, source=source)

@@ -125,7 +125,7 @@ def test_settings_round_trip_and_accepts():
     s = PlanSettings((1, 64, 64), (4, 256, 256), (8, 512, 512))
     assert PlanSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     assert s.accepts((8, 6, 512, 64)) and not s.accepts((9, 6, 256, 256))
-    with pytest.raises(ValueError, match="expected plan settings keys"):
+    with pytest.raises(ValueError, match="plan settings: unknown key 'extra'; expected one of"):
         PlanSettings.from_dict({**s.to_dict(), "extra": 1})
 
 

@@ -71,14 +71,14 @@ def test_unknown_key_is_a_clear_error(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("optim:\n  lrr: 0.1\n")
     with pytest.raises(
-        ValueError, match=r"bad.yaml: unknown key optim.'lrr'; expected one of .*lr"
+        ValueError, match=r"bad.yaml: unknown key 'optim.lrr'; expected one of .*lr"
     ):
         load_config(p)
     p.write_text("epochz: 3\n")
     with pytest.raises(ValueError, match=r"unknown key 'epochz'"):
         load_config(p)
     p.write_text("preprocess:\n  modee: rgb\n")
-    with pytest.raises(ValueError, match=r"unknown key preprocess.'modee'"):
+    with pytest.raises(ValueError, match=r"unknown key 'preprocess.modee'"):
         load_config(p)
 
 
