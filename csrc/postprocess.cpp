@@ -350,15 +350,10 @@ bool threshold(const float* np, int64_t n, float thr, uint8_t* fg) {
   return threshold_body(np, n, thr, fg);
 }
 
-}  // namespace
-
-void instances_from_hv(const float* np, const float* h, const float* v, int64_t H, int64_t W,
-                       const Params& p, int32_t* out) {
-  validate_params(p);
+// Stage "threshold": fg = np > threshold (ws.fg, and as bit rows in ws.fgbits
+// under AVX-512). Returns the bit rows, or nullptr below AVX-512.
+uint64_t* threshold_stage(const float* np, int64_t H, int64_t W, float thr, Workspace& ws) {
   const int64_t n = H * W;
-  if (n == 0) return;
-  PP_T0;
-  Workspace& ws = workspace();
   resize(ws.fg, n);
   uint8_t* fg = ws.fg.data();
   uint64_t* fgbits = nullptr;
@@ -368,31 +363,20 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     fgbits = ws.fgbits.data();
   }
 #endif
-  const bool finite = fgbits ? threshold_bits_avx512(np, H, W, p.np_threshold, fg, fgbits)
-                             : threshold(np, n, p.np_threshold, fg);
+  const bool finite = fgbits ? threshold_bits_avx512(np, H, W, thr, fg, fgbits)
+                             : threshold(np, n, thr, fg);
   if (!finite) throw std::invalid_argument("np_prob: expected finite values, got NaN or inf");
-  PP_STAGE(0, "threshold");
-  static const char* const kHvBad = "hv: expected finite values, got NaN or inf";
-  if (remove_small4(fg, H, W, p.min_object_size, &ws.runs, &ws.ncomp, fgbits) == 0) {
-    if (!all_finite_f32(h, n) || !all_finite_f32(v, n)) throw std::invalid_argument(kHvBad);
-    std::fill(out, out + n, 0);
-    return;
-  }
-  PP_STAGE(1, "small-objects");
+  return fgbits;
+}
 
-  // Sobel of the min-max normalised maps (whole tile: their min / max matter),
-  // the normalisation fused into the row pass and the min / max into the column pass.
-  resize(ws.sh, n), resize(ws.sv, n);
-  double lo_h[2], lo_v[2];
-  if (!sobel_normalized_f64(h, H, W, 1, p.sobel_ksize, ws.sh.data(), lo_h) ||
-      !sobel_normalized_f64(v, H, W, 0, p.sobel_ksize, ws.sv.data(), lo_v)) {
-    throw std::invalid_argument(kHvBad);
-  }
-  PP_STAGE(2, "sobel");
-
-  // One pass: gradient energy, markers, g = (1 - overall) * fg and the padded
-  // relief -GaussianBlur(g) and mask for the flood.
-  const int64_t Hp = H + 2, Wp = W + 2, np_ = Hp * Wp;
+// Stage "energy": gradient energy, markers, g = (1 - overall) * fg and the
+// padded relief -GaussianBlur(g) and mask for the flood, in one pass over each
+// row's foreground span. Returns true when the markers were written as bit rows
+// (ws.mbits, AVX-512), false when as bytes (ws.marker).
+bool energy_stage(const double lo_h[2], const double lo_v[2], int64_t H, int64_t W,
+                  double marker_threshold, uint64_t* fgbits, Workspace& ws) {
+  const int64_t n = H * W, Hp = H + 2, Wp = W + 2, np_ = Hp * Wp;
+  const uint8_t* fg = ws.fg.data();
   resize(ws.g, W + 4), resize(ws.gx, 3 * W), resize(ws.marker, n);
   resize(ws.dist_p, np_), resize(ws.mask_p, np_), resize(ws.lab_p, np_);
   EnergyArgs ea;
@@ -408,12 +392,11 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   ea.fg = fg, ea.span = span;
   minmax_scale_shift(lo_h[0], lo_h[1], &ea.ah, &ea.bh);
   minmax_scale_shift(lo_v[0], lo_v[1], &ea.av, &ea.bv);
-  ea.thr = p.marker_threshold;
+  ea.thr = marker_threshold;
   ea.H = H, ea.W = W, ea.Wp = Wp;
   ea.g = ws.g.data(), ea.gx = ws.gx.data(), ea.marker = ws.marker.data();
   ea.dist = ws.dist_p.data();
   uint8_t* mask = ws.mask_p.data();
-  int32_t* lp = ws.lab_p.data();
   // zero border of the padded mask (the interior is written below)
   std::memset(mask, 0, static_cast<size_t>(Wp));
   std::memset(mask + (Hp - 1) * Wp, 0, static_cast<size_t>(Wp));
@@ -423,47 +406,44 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
   }
   const int64_t words = bit_words(W);
   resize(ws.mbits, H * words);
-  uint64_t* mb = ws.mbits.data();
 #if HVX_PP_X86
   if (fgbits) {
     // AVX-512: the energy reads the (kept) foreground and writes the markers
     // as bit rows; fgbits is rebuilt from the kept runs
     std::memset(fgbits, 0, static_cast<size_t>(H * words) * sizeof(uint64_t));
     for (const FgRun& r : ws.runs) set_bits(fgbits + r.y * words, r.x0, r.x1);
-    ea.fgb = fgbits, ea.mbits = mb, ea.words = words;
+    ea.fgb = fgbits, ea.mbits = ws.mbits.data(), ea.words = words;
   }
+#else
+  (void)fgbits;
 #endif
   energy_relief(ea);
-  PP_STAGE(3, "energy");
+  return ea.mbits != nullptr;
+}
 
-  // Markers on bit rows: hole filling, opening, labels as runs (raster order).
-  if (!ea.mbits) pack_bits(ws.marker.data(), H, W, mb);
-  fill_holes_bits(mb, H, W);
-  PP_STAGE(4, "fill_holes");
-  open_ellipse_bits(mb, H, W, p.opening_ksize);
-  PP_STAGE(5, "open");
-  const int32_t nlab = label4_runs_bits(mb, H, W, ws.mruns, ws.counts);
-  PP_STAGE(6, "label");
-  if (nlab == 0) {
-    std::fill(out, out + n, 0);
-    return;
+// Markers of >= min_object_size pixels, masked by the foreground, into the
+// padded label map ws.lab_p.
+void paint_markers(Workspace& ws, int64_t W, int64_t min_object_size) {
+  const uint8_t* fg = ws.fg.data();
+  int32_t* lp = ws.lab_p.data();
+  const int64_t Wp = W + 2;
+  for (const LabelRun& r : ws.mruns) {
+    if (ws.counts[r.label] < min_object_size) continue;
+    const uint8_t* fr = fg + static_cast<int64_t>(r.y) * W;
+    int32_t* lo = lp + (r.y + 1) * Wp + 1;
+    for (int32_t x = r.x0; x < r.x1; ++x) lo[x] = fr[x] ? r.label : 0;
   }
-  // Markers of >= min_object_size pixels, masked by the foreground, into lp.
-  auto paint_markers = [&]() {
-    for (const LabelRun& r : ws.mruns) {
-      if (ws.counts[r.label] < p.min_object_size) continue;
-      const uint8_t* fr = fg + static_cast<int64_t>(r.y) * W;
-      int32_t* lo = lp + (r.y + 1) * Wp + 1;
-      for (int32_t x = r.x0; x < r.x1; ++x) lo[x] = fr[x] ? r.label : 0;
-    }
-  };
-  // lp is all 0 here: kept so between calls (cleared again if a call threw
-  // after painting, e.g. out of memory). Walk the marker runs and the
-  // foreground runs together: each piece of a marker on the foreground names
-  // its component, which gives the components' labels. The flood never leaves
-  // a 4-connected foreground component: one with a single marker label is that
-  // label throughout (painted straight into out), one without markers stays
-  // 0, and only components with two or more labels are flooded, in lp.
+}
+
+// Stage "ws-prep", first half. ws.lab_p is all 0 here: kept so between calls
+// (cleared again if a call threw after painting, e.g. out of memory). Walk the
+// marker runs and the foreground runs together: each piece of a marker on the
+// foreground names its component, which gives the components' labels
+// (ws.first: its first label; ws.multi: two or more). The flood never leaves a
+// 4-connected foreground component: one with a single marker label is that
+// label throughout, one without markers stays 0, and only components with two
+// or more labels are flooded, in ws.lab_p, where their marker pieces are painted.
+void split_components(Workspace& ws, int64_t W, int64_t min_object_size) {
   if (ws.lab_dirty) std::fill(ws.lab_p.begin(), ws.lab_p.end(), 0);
   ws.lab_dirty = true;
   const int32_t nc = ws.ncomp;
@@ -478,7 +458,7 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     const size_t nf = ws.runs.size();
     size_t i = 0;
     for (const LabelRun& r : ws.mruns) {
-      if (ws.counts[r.label] < p.min_object_size) continue;
+      if (ws.counts[r.label] < min_object_size) continue;
       while (i < nf && (fr[i].y < r.y || (fr[i].y == r.y && fr[i].x1 <= r.x0))) ++i;
       for (size_t j = i; j < nf && fr[j].y == r.y && fr[j].x0 < r.x1; ++j) {
         const int32_t a = std::max(r.x0, fr[j].x0), b = std::min(r.x1, fr[j].x1);
@@ -489,17 +469,30 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
       }
     }
   }
-  std::fill(out, out + n, 0);
+  int32_t* lp = ws.lab_p.data();
+  const int64_t Wp = W + 2;
   for (const MarkerPiece& q : pieces) {
     if (multi[q.comp]) {
       int32_t* lo = lp + (q.y + 1) * Wp + 1;
       std::fill(lo + q.x0, lo + q.x1, q.label);
     }
   }
-  // The queue of each flooded component (raster order in each): its
-  // unlabelled pixels from the front of its slot in pix, its active markers
-  // (labelled, with an unlabelled in-mask 4-neighbour) from the back. Each
-  // component is flooded on its own, so the flood stays in a small region.
+}
+
+// Stage "ws-prep", second half: out = 0, single-label components painted into
+// it, and the queue of each flooded component (raster order in each): its
+// unlabelled pixels from the front of its slot in ws.in_mask
+// (ws.cstart[c] .. ws.cfront[c]), its active markers (labelled, with an
+// unlabelled in-mask 4-neighbour) from the back (ws.cback[c] .. ws.cstart[c + 1]).
+// Each component is flooded on its own, so the flood stays in a small region.
+void queue_components(Workspace& ws, int64_t H, int64_t W, int32_t* out) {
+  const int32_t nc = ws.ncomp;
+  const int64_t Wp = W + 2;
+  const std::vector<int32_t>& first = ws.first;
+  const std::vector<uint8_t>& multi = ws.multi;
+  uint8_t* mask = ws.mask_p.data();
+  const int32_t* lp = ws.lab_p.data();
+  std::fill(out, out + H * W, 0);
   std::vector<uint32_t>& pix = ws.in_mask;
   std::vector<int64_t>& cstart = ws.cstart;
   cstart.assign(static_cast<size_t>(nc) + 1, 0);
@@ -533,39 +526,109 @@ void instances_from_hv(const float* np, const float* h, const float* v, int64_t 
     cfront[r.comp] = front - pix.data();
     cback[r.comp] = back - pix.data();
   }
-  PP_STAGE(7, "ws-prep");
+}
+
+// Stage "watershed": floods each queued component on its own; when seeds of
+// one value meet in one component, falls back to scikit-image's heap on the
+// whole foreground (its layout, which orders them, depends on every marker).
+// Returns true when every component was flooded on its own (false: fallback,
+// every component's labels are in ws.lab_p).
+bool flood_components(Workspace& ws, int64_t H, int64_t W, int64_t min_object_size) {
+  const int32_t nc = ws.ncomp;
+  const int64_t Hp = H + 2, Wp = W + 2;
+  uint8_t* mask = ws.mask_p.data();
+  int32_t* lp = ws.lab_p.data();
+  std::vector<uint32_t>& pix = ws.in_mask;
+  const std::vector<int64_t>& cstart = ws.cstart;
   bool fast = true;
   for (int32_t c = 0; c < nc && fast; ++c) {
     if (cstart[c + 1] == cstart[c]) continue;
     // one component per call: seeds tied in value matter only within it; the
     // seeds were stored back to front, so reverse them to raster order
-    uint32_t* seeds = pix.data() + cback[c];
-    const size_t nseeds = static_cast<size_t>(cstart[c + 1] - cback[c]);
+    uint32_t* seeds = pix.data() + ws.cback[c];
+    const size_t nseeds = static_cast<size_t>(cstart[c + 1] - ws.cback[c]);
     std::reverse(seeds, seeds + nseeds);
     fast = watershed_fast_queued(ws.dist_p.data(), mask, lp, Hp, Wp, pix.data() + cstart[c],
-                                 static_cast<size_t>(cfront[c] - cstart[c]), seeds, nseeds);
+                                 static_cast<size_t>(ws.cfront[c] - cstart[c]), seeds, nseeds);
   }
   if (!fast) {
-    // Seeds of one value in one component: scikit-image's heap on the whole
-    // foreground (its layout, which orders them, depends on every marker).
+    const uint8_t* fg = ws.fg.data();
     for (int64_t y = 0; y < H; ++y) {
       std::memcpy(mask + (y + 1) * Wp + 1, fg + y * W, static_cast<size_t>(W));
     }
-    std::memset(lp, 0, static_cast<size_t>(np_) * sizeof(int32_t));
-    paint_markers();
+    std::memset(lp, 0, static_cast<size_t>(Hp * Wp) * sizeof(int32_t));
+    paint_markers(ws, W, min_object_size);
     watershed_exact(ws.dist_p.data(), mask, lp, Hp, Wp);
   }
-  PP_STAGE(8, "watershed");
-  // The flooded labels (every component's after the fallback) into out; lp is
-  // cleared where it was written, which leaves it all 0 for the next call.
+  return fast;
+}
+
+// Stage "copy-out": the flooded labels (every component's after the fallback)
+// into out; ws.lab_p is cleared where it was written, which leaves it all 0 for
+// the next call.
+void copy_out(Workspace& ws, bool fast, int64_t W, int32_t* out) {
+  int32_t* lp = ws.lab_p.data();
+  const int64_t Wp = W + 2;
   for (const FgRun& r : ws.runs) {
-    if (fast && !multi[r.comp]) continue;
+    if (fast && !ws.multi[r.comp]) continue;
     int32_t* lo = lp + (r.y + 1) * Wp + 1;
     const size_t bytes = static_cast<size_t>(r.x1 - r.x0) * sizeof(int32_t);
     std::memcpy(out + r.y * W + r.x0, lo + r.x0, bytes);
     std::memset(lo + r.x0, 0, bytes);
   }
   ws.lab_dirty = false;
+}
+
+}  // namespace
+
+// SPEC §3a, one stage per function above (PP_STAGE marks them for the profile
+// build of benchmarks/pp_stages/run.sh).
+void instances_from_hv(const float* np, const float* h, const float* v, int64_t H, int64_t W,
+                       const Params& p, int32_t* out) {
+  validate_params(p);
+  const int64_t n = H * W;
+  if (n == 0) return;
+  PP_T0;
+  Workspace& ws = workspace();
+  uint64_t* fgbits = threshold_stage(np, H, W, p.np_threshold, ws);
+  PP_STAGE(0, "threshold");
+  static const char* const kHvBad = "hv: expected finite values, got NaN or inf";
+  if (remove_small4(ws.fg.data(), H, W, p.min_object_size, &ws.runs, &ws.ncomp, fgbits) == 0) {
+    if (!all_finite_f32(h, n) || !all_finite_f32(v, n)) throw std::invalid_argument(kHvBad);
+    std::fill(out, out + n, 0);
+    return;
+  }
+  PP_STAGE(1, "small-objects");
+  // Sobel of the min-max normalised maps (whole tile: their min / max matter),
+  // the normalisation fused into the row pass and the min / max into the column pass.
+  resize(ws.sh, n), resize(ws.sv, n);
+  double lo_h[2], lo_v[2];
+  if (!sobel_normalized_f64(h, H, W, 1, p.sobel_ksize, ws.sh.data(), lo_h) ||
+      !sobel_normalized_f64(v, H, W, 0, p.sobel_ksize, ws.sv.data(), lo_v)) {
+    throw std::invalid_argument(kHvBad);
+  }
+  PP_STAGE(2, "sobel");
+  const bool marker_bits = energy_stage(lo_h, lo_v, H, W, p.marker_threshold, fgbits, ws);
+  PP_STAGE(3, "energy");
+  // Markers on bit rows: hole filling, opening, labels as runs (raster order).
+  uint64_t* mb = ws.mbits.data();
+  if (!marker_bits) pack_bits(ws.marker.data(), H, W, mb);
+  fill_holes_bits(mb, H, W);
+  PP_STAGE(4, "fill_holes");
+  open_ellipse_bits(mb, H, W, p.opening_ksize);
+  PP_STAGE(5, "open");
+  const int32_t nlab = label4_runs_bits(mb, H, W, ws.mruns, ws.counts);
+  PP_STAGE(6, "label");
+  if (nlab == 0) {
+    std::fill(out, out + n, 0);
+    return;
+  }
+  split_components(ws, W, p.min_object_size);
+  queue_components(ws, H, W, out);
+  PP_STAGE(7, "ws-prep");
+  const bool fast = flood_components(ws, H, W, p.min_object_size);
+  PP_STAGE(8, "watershed");
+  copy_out(ws, fast, W, out);
   PP_STAGE(9, "copy-out");
 }
 
