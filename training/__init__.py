@@ -14,5 +14,5 @@ Data side (one tile at a time, NumPy in, NumPy out):
   contrast), driven only by the given ``numpy.random.Generator``.
 - ``hvx.training.targets``: ``make_targets(inst, cls)`` gives the np, hv and
   tp targets (SPEC §2, with HV for every instance: SPEC §7f);
-  ``gen_instance_hv_map_reference`` is the literal reference twin.
+  ``gen_instance_hv_map_ref`` is the literal reference twin.
 """

@@ -9,7 +9,7 @@ empty) and those instances get no HV target at all. hvx clips the expanded box
 to the image and keeps the reference's coordinate origin, so every instance gets
 its proper HV values and everything else is bit-for-bit the reference's.
 
-``gen_instance_hv_map_reference`` is the reference twin, quirk included, written
+``gen_instance_hv_map_ref`` is the reference twin, quirk included, written
 from SPEC §2 with plain NumPy/SciPy; tests compare the two to show that they
 differ only on top/left border instances.
 
@@ -33,8 +33,10 @@ from scipy import ndimage
 __all__ = [
     "MIN_HV_SIZE",
     "fix_mirror_padding",
+    "fix_mirror_padding_ref",
     "fix_mirror_padding_reference",
     "gen_instance_hv_map",
+    "gen_instance_hv_map_ref",
     "gen_instance_hv_map_reference",
     "make_targets",
 ]
@@ -79,7 +81,7 @@ def fix_mirror_padding(ann: np.ndarray) -> np.ndarray:
     For each id in ascending order, its 4-connected components are numbered in
     raster order; component 1 keeps the id and component ``k > 1`` becomes
     ``k + current_max`` (``current_max`` = the largest id in the map, recomputed
-    after each id). Same result as :func:`fix_mirror_padding_reference`, but
+    after each id). Same result as :func:`fix_mirror_padding_ref`, but
     labels each instance inside its bounding box only.
 
     Args:
@@ -128,7 +130,7 @@ def _dense(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, dense
 
 
-def fix_mirror_padding_reference(ann: np.ndarray) -> np.ndarray:
+def fix_mirror_padding_ref(ann: np.ndarray) -> np.ndarray:
     """Reference twin of :func:`fix_mirror_padding`, literally as SPEC §2 states it.
 
     Args:
@@ -235,7 +237,7 @@ def _axis_offsets(coord: np.ndarray, lab: np.ndarray, n_labels: int) -> np.ndarr
     return offset
 
 
-def gen_instance_hv_map_reference(
+def gen_instance_hv_map_ref(
     ann: np.ndarray, crop_shape: tuple[int, int] | None = None
 ) -> np.ndarray:
     """Reference twin: SPEC §2 ``gen_instance_hv_map``, top/left quirk included.
@@ -255,7 +257,7 @@ def gen_instance_hv_map_reference(
     Returns:
         ndarray[H, W, 2] float32, channel 0 x, channel 1 y.
     """
-    fixed = fix_mirror_padding_reference(ann)
+    fixed = fix_mirror_padding_ref(ann)
     crop = fixed[_crop_slices(fixed.shape, crop_shape)].copy()
     if crop.size:
         _, where, sizes = np.unique(crop, return_inverse=True, return_counts=True)
@@ -288,6 +290,12 @@ def gen_instance_hv_map_reference(
         x_map[r0:r1, c0:c1][m > 0] = x[m > 0]
         y_map[r0:r1, c0:c1][m > 0] = y[m > 0]
     return np.dstack([x_map, y_map])
+
+
+# The twins' former names (before hvx's one convention for reference twins,
+# ``foo`` -> ``foo_ref``: #21 item 8), kept so existing callers keep working.
+fix_mirror_padding_reference = fix_mirror_padding_ref
+gen_instance_hv_map_reference = gen_instance_hv_map_ref
 
 
 def make_targets(
