@@ -30,6 +30,8 @@ import safetensors
 import safetensors.torch
 import torch
 
+from hvx.io.atomic import atomic_path, atomic_write
+
 __all__ = [
     "CHECKPOINT_VERSION",
     "Checkpoint",
@@ -92,7 +94,7 @@ def save_checkpoint(
     state: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
 ) -> Path:
-    """Writes a checkpoint atomically (temp file + fsync + ``os.replace``).
+    """Writes a checkpoint atomically and durably (:func:`hvx.io.atomic.atomic_path`).
 
     Args:
         path: Destination ``.safetensors`` file.
@@ -120,16 +122,8 @@ def save_checkpoint(
         "state": json.dumps(meta_state),
         "sha256": _digest(tensors),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -278,11 +272,7 @@ def check_resume_data(
         history.append(ident)
     elif not history:
         history = [ident]
-    rec_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = rec_path.with_name(f".{rec_path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # never write through a leftover or planted symlink
-    tmp.write_text(json.dumps({"history": history}, indent=2) + "\n")
-    os.replace(tmp, rec_path)
+    atomic_write(rec_path, json.dumps({"history": history}, indent=2) + "\n")
     earlier = [s for s in dict.fromkeys(h["source"] for h in history) if s != str(data)]
     if not earlier:
         return str(data)

@@ -48,6 +48,7 @@ import torch.nn.functional as F  # noqa: N812
 from tqdm.auto import tqdm
 
 from hvx.bundle import save_bundle
+from hvx.io.atomic import atomic_write
 from hvx.metrics import conic_scores, pq_stats
 from hvx.model import HoVerNet, HoVerNetInference, create_model
 from hvx.model._net import rebalance_for_fp16
@@ -760,7 +761,7 @@ class Trainer:
                 f"{self.out} already holds a run ({last}); pass --resume to continue it "
                 "or choose another --out"
             )
-        _atomic_write(self.out / "config.yaml", dump_config(cfg))
+        atomic_write(self.out / "config.yaml", dump_config(cfg))
         handlers = self._install_signal_handlers()
         t_start = time.monotonic()
         budget = self.max_minutes * 60 if self.max_minutes else math.inf
@@ -918,10 +919,3 @@ def _pick_device(device: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"expected device 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     return dev
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx.io.atomic import atomic_write
+
 #: The columns of a CoNiC counts CSV, in class-id order 1..6.
 COUNT_COLUMNS = ("neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective")
 
@@ -100,12 +102,10 @@ def _table(columns: dict[str, float]) -> str:
 
 
 def _write_json(path: str, doc: dict) -> None:
-    from hvx.io.writers import atomic_write
-
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"expected --json to name a file, got a folder: {out}")
-    atomic_write(out, json.dumps(doc, indent=2) + "\n")  # temp file (O_EXCL) + rename
+    atomic_write(out, json.dumps(doc, indent=2) + "\n")
 
 
 def _evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:

@@ -44,7 +44,7 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_ray(args: argparse.Namespace) -> int:
     """Runs ``hvx slide --ray``; prints the per-slide table. Returns the exit code."""
-    from hvx.slide import SlideReadError
+    from hvx.io.slides import SlideReadError
     from hvx.tiling import RunMismatchError, TilingConfig
 
     try:

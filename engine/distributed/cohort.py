@@ -19,7 +19,7 @@ from hvx.distributed.driver import (
     prepare_slide,
 )
 from hvx.distributed.workers import EngineWorker, peak_rss_mb
-from hvx.io.writers import atomic_write
+from hvx.io.atomic import atomic_write
 
 log = logging.getLogger("hvx.distributed")
 

@@ -9,8 +9,8 @@ The tile results of a region (instance map + nuclei table per tile, tile
 coordinates) travel as compact bytes: one ``np.savez_compressed`` blob per
 chunk of tiles (what one post-processing task made), and a region file is an
 uncompressed ``.npz`` whose members are those blobs. A :class:`RegionStore`
-commits region files atomically (temp + fsync + rename) under
-``<run folder>/regions/``; existence of ``r<index>.npz`` means "committed".
+commits region files atomically (:func:`hvx.io.atomic.atomic_file`: temp + fsync +
+rename) under ``<run folder>/regions/``; existence of ``r<index>.npz`` means "committed".
 :meth:`RegionStore.replay` yields the tiles back in raster order, one tile
 decompressed at a time, for :func:`hvx.tiling.infer_slide` (``tiles_from=``).
 No pickle anywhere: ``allow_pickle=False`` on every load.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx.io.atomic import atomic_file, atomic_write
 from hvx.tiling.plan import TilePlan
 
 __all__ = ["Region", "RegionStore", "pack_tiles", "plan_regions", "unpack_tiles"]
@@ -134,15 +135,6 @@ def unpack_tiles(blob: bytes | np.ndarray) -> Iterator[tuple[int, np.ndarray, ob
             yield tile, z[f"inst_{k}"], table
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class RegionStore:
     """Committed regions of one slide's run, under ``<run folder>/regions/``.
 
@@ -170,8 +162,7 @@ class RegionStore:
                 old = None
         if old != doc:
             self.clear()
-            blob = (json.dumps(doc, indent=1) + "\n").encode()
-            _atomic_write(meta, lambda f: f.write(blob))
+            atomic_write(meta, json.dumps(doc, indent=1) + "\n")
 
     def _file(self, index: int) -> Path:
         return self.path / f"r{index:06d}.npz"
@@ -190,7 +181,8 @@ class RegionStore:
         if target.exists():
             return False
         members = {f"chunk_{k}": np.frombuffer(b, np.uint8) for k, b in enumerate(blobs)}
-        _atomic_write(target, lambda f: np.savez(f, **members))
+        with atomic_file(target) as f:
+            np.savez(f, **members)
         return True
 
     def clear(self) -> None:

@@ -6,21 +6,25 @@ completion record stores. A resumed run truncates every part file back to the
 sizes of the last completed region and appends from there, so its final files
 are byte-identical to an uninterrupted run's. :meth:`finish` completes the file
 (the GeoJSON closing brackets, the label TIFF) and moves it into place with
-``os.replace``: a final file is either absent or complete.
+``os.replace`` (then fsyncs the folder): a final file is either absent or complete.
+Part files are created by :func:`hvx.io.atomic.open_new` (a leftover or planted
+file or symlink is removed, never followed) and reopened by
+:func:`hvx.io.atomic.open_existing` (never through a symlink).
 
 - :class:`GeoJSONStream`: QuPath FeatureCollection, one Feature per nucleus, built
-  by :func:`hvx.io.writers.geojson_features` (detections, classification name and
+  by :func:`hvx.io.rows.geojson_features` (detections, classification name and
   colour, measurements), one feature per line.
-- :class:`CSVStream`: the columns of :data:`hvx.io.writers.CSV_COLUMNS` plus ``cut``.
+- :class:`CSVStream`: rows of :func:`hvx.io.rows.csv_rows`, with ``cut`` appended.
 - :class:`MaskStream`: every nucleus' pixels (bbox + packed bits) in emission order,
   plus low-water marks; :func:`write_label_tiff` turns it into a tiled, zlib
   compressed ``int32`` TIFF of instance ids, one strip of tiles in memory at a time.
+
+Tables given to ``add`` are ``hvx.tiling.Nuclei`` (the columns of
+:mod:`hvx.io.rows`; ``cut`` for the CSV, ``masks`` for :class:`MaskStream`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -29,8 +33,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hvx.io.atomic import atomic_path, fsync_dir, open_existing, open_new
+from hvx.io.rows import csv_header, csv_rows, geojson_features
+
 if TYPE_CHECKING:  # type hints only: hvx.io never imports the tiling package at run time
-    from hvx.tiling.stitch import Nuclei
+    from hvx.results import Nuclei
 
 __all__ = ["CSVStream", "GeoJSONStream", "MaskStream", "PartFile", "write_label_tiff"]
 
@@ -51,8 +58,7 @@ class PartFile:
         if resume_size is None:
             # A leftover (or planted) part file -- a symlink included -- is removed, not
             # followed; O_EXCL | O_NOFOLLOW then guarantee a fresh regular file.
-            self.part.unlink(missing_ok=True)
-            self._f = _open_part(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            self._f = open_new(self.part)
             self._f.write(header)
         else:
             if self.part.is_symlink() or self.final.is_symlink():
@@ -68,7 +74,7 @@ class PartFile:
                     f"{self.part.stat().st_size if self.part.exists() else 'no file'} "
                     "(outputs changed since the interruption? rerun with --overwrite)"
                 )
-            self._f = _open_part(self.part, os.O_RDWR)
+            self._f = open_existing(self.part)
             self._f.truncate(resume_size)
             self._f.seek(resume_size)
 
@@ -93,6 +99,7 @@ class PartFile:
         self.checkpoint()
         self._f.close()
         os.replace(self.part, self.final)
+        fsync_dir(self.final.parent)
         return self.final
 
     def close(self) -> None:
@@ -100,15 +107,6 @@ class PartFile:
         if not self._f.closed:
             self._f.flush()
             self._f.close()
-
-
-def _open_part(path: Path, flags: int):
-    """Opens ``path`` never through a symlink (``O_NOFOLLOW``), as a binary file object."""
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
-    except OSError as e:
-        raise ValueError(f"expected to open {path} as a regular file, got {e}") from e
-    return os.fdopen(fd, "r+b" if flags & os.O_RDWR else "wb")
 
 
 class GeoJSONStream(PartFile):
@@ -135,8 +133,6 @@ class GeoJSONStream(PartFile):
 
     def add(self, nuclei: Nuclei) -> None:
         """Appends one Feature per nucleus."""
-        from hvx.io.writers import geojson_features
-
         if not len(nuclei):
             return
         first = self.size == len(self._HEAD)
@@ -152,40 +148,19 @@ class GeoJSONStream(PartFile):
 
 
 class CSVStream(PartFile):
-    """One CSV row per nucleus: ``hvx.io.writers.CSV_COLUMNS`` then ``cut`` (0/1)."""
+    """One CSV row per nucleus: ``hvx.io.rows.CSV_COLUMNS`` then ``cut`` (0/1)."""
+
+    _EXTRA = ("cut",)
 
     def __init__(
         self, final: Path, class_names: Sequence[str], resume_size: int | None = None
     ) -> None:
-        from hvx.io.writers import CSV_COLUMNS
-
-        self.columns = (*CSV_COLUMNS, "cut")
-        super().__init__(final, (",".join(self.columns) + "\n").encode(), resume_size)
+        super().__init__(final, csv_header(self._EXTRA).encode(), resume_size)
         self.class_names = tuple(class_names)
 
     def add(self, nuclei: Nuclei) -> None:
         """Appends one row per nucleus (image coordinates)."""
-        from hvx.io.writers import class_name, csv_cell
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        for k in range(len(nuclei)):
-            t = int(nuclei.type[k])
-            cy, cx = (float(v) for v in nuclei.centroid[k])
-            w.writerow(
-                [
-                    int(nuclei.id[k]),
-                    t,
-                    csv_cell(class_name(t, self.class_names) or ""),
-                    f"{float(nuclei.type_prob[k]):.6g}",
-                    f"{cy:.3f}",
-                    f"{cx:.3f}",
-                    int(nuclei.area[k]),
-                    *(int(v) for v in nuclei.bbox[k]),
-                    int(nuclei.cut[k]),
-                ]
-            )
-        self.write(buf.getvalue().encode())
+        self.write(csv_rows(nuclei, self.class_names, extra=self._EXTRA).encode())
 
 
 # A MaskStream record: int64 header (kind, id, rmin, cmin, rmax, cmax, type); kind 0 is a
@@ -253,7 +228,6 @@ def write_label_tiff(
 
     if chunk % 16:
         raise ValueError(f"expected a TIFF tile size that is a multiple of 16, got {chunk}")
-    tmp = out_path.with_name(out_path.name + ".part")
     n_strips = -(-height // chunk)
     padded_w = -(-width // chunk) * chunk
 
@@ -294,15 +268,15 @@ def write_label_tiff(
             for x in range(0, padded_w, chunk):
                 yield strip[:, x : x + chunk]
 
-    tifffile.imwrite(
-        tmp,
-        tiles(),
-        shape=(height, width),
-        dtype=np.int32,
-        tile=(chunk, chunk),
-        compression="zlib",
-        bigtiff=height * width * 4 > 2**31,
-        metadata=None,
-    )
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:
+        tifffile.imwrite(
+            tmp,
+            tiles(),
+            shape=(height, width),
+            dtype=np.int32,
+            tile=(chunk, chunk),
+            compression="zlib",
+            bigtiff=height * width * 4 > 2**31,
+            metadata=None,
+        )
     return out_path

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx.io.atomic import atomic_file, atomic_write
+
 __all__ = ["FolderLock", "FolderLockedError", "RunFolder", "RunMismatchError", "run_hash"]
 
 
@@ -90,22 +92,6 @@ def run_hash(identity: dict) -> str:
     """SHA-256 of the canonical JSON of a run's identity."""
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _create(path: Path):
-    """A new regular file at ``path`` (a leftover one, or a planted symlink, is removed)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    return os.fdopen(fd, "wb")
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with _create(tmp) as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -190,7 +176,7 @@ class RunFolder:
                 run.clear()
         if not manifest.exists():
             doc = {"hash": digest, "identity": identity}
-            _atomic_bytes(manifest, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+            atomic_write(manifest, json.dumps(doc, indent=2, default=str) + "\n")
         (path / "state").mkdir(exist_ok=True)
         return run
 
@@ -227,12 +213,8 @@ class RunFolder:
     def complete(self, record: dict, state: dict[str, np.ndarray]) -> None:
         """Saves the stitcher state, then appends (and fsyncs) the region's record."""
         name = f"state/region_{record['region']:06d}.npz"
-        tmp = self.path / f"state/.region_{record['region']:06d}.npz.tmp"
-        with _create(tmp) as f:
+        with atomic_file(self.path / name) as f:
             np.savez(f, **state)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path / name)
         record = {**record, "state": name}
         with open(self.path / "progress.jsonl", "ab") as f:
             f.write(json.dumps(record).encode() + b"\n")
@@ -245,7 +227,7 @@ class RunFolder:
     def keep_records(self, records: list[dict]) -> None:
         """Rewrites the records file with ``records`` only (drops a torn or stale tail)."""
         data = b"".join(json.dumps(r).encode() + b"\n" for r in records)
-        _atomic_bytes(self.path / "progress.jsonl", data)
+        atomic_write(self.path / "progress.jsonl", data)
 
     def load_state(self, record: dict) -> dict[str, np.ndarray]:
         """The stitcher state saved with ``record``."""
@@ -259,4 +241,4 @@ class RunFolder:
 
     def write_summary(self, summary: dict) -> None:
         """Writes ``summary.json`` (atomically): the run is complete."""
-        _atomic_bytes(self.path / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        atomic_write(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -33,9 +33,9 @@ def _tiled_tiff(path, size=3000, tissue_cols=1000):
 
 
 def test_single_level_tiff_thumbnail_is_read_in_bounded_strips(tmp_path, monkeypatch):
-    import hvx.slide
+    import hvx.io.openslide_reader
 
-    monkeypatch.setattr(hvx.slide, "_THUMB_BAND_BYTES", 1 << 20)  # 1 MiB bands here
+    monkeypatch.setattr(hvx.io.openslide_reader, "_THUMB_BAND_BYTES", 1 << 20)  # 1 MiB bands here
     path = tmp_path / "one_level.tif"
     img = _tiled_tiff(path)
     # target_mpp makes open_image use OpenSlide (generic-tiff), which has one level.

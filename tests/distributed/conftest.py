@@ -34,7 +34,7 @@ def cohort(tmp_path_factory) -> dict:
     """Two slides (odd size with background cells; a small one) and their
     single-process ``infer_slide`` outputs (the ``hvx slide`` path), computed once."""
     from hvx import Engine
-    from hvx.slide import open_image
+    from hvx.io.slides import open_image
     from hvx.tiling import infer_slide
     from hvx.tiling.pipeline import engine_mpp
 

@@ -73,7 +73,6 @@ def test_part_file_resumes_from_a_checkpoint(tmp_path):
 
 
 def test_geojson_stream_is_valid_json_when_finished(tmp_path):
-    pytest.importorskip("hvx.io", reason="hvx.io (engine branch) not merged yet")
     g = GeoJSONStream(tmp_path / "n.geojson", ("a",), ((1, 2, 3),))
     g.add(_nuclei([(0, 0, 4, 4), (10, 10, 20, 12)]))
     g.add(_nuclei([]))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hvx.slide import (
+from hvx.io.slides import (
     ArrayReader,
     OpenSlideReader,
     SlideReadError,
@@ -116,3 +116,12 @@ def test_tissue_mask_finds_stained_areas():
     assert not tissue_mask(np.full((50, 50, 3), 250, np.uint8)).any()  # blank glass
     with pytest.raises(ValueError, match="uint8 RGB thumbnail"):
         tissue_mask(np.zeros((5, 5)))
+
+
+def test_hvx_slide_keeps_the_documented_names():
+    import hvx.io.slides
+    import hvx.slide
+
+    assert hvx.slide.__all__ == hvx.io.slides.__all__
+    for name in hvx.slide.__all__:
+        assert getattr(hvx.slide, name) is getattr(hvx.io.slides, name)
