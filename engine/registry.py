@@ -22,10 +22,11 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from hvx.io.atomic import atomic_file
 
 __all__ = ["REGISTRY", "ModelEntry", "cached_bundle", "fetch", "is_registered", "list_models"]
 
@@ -210,34 +211,27 @@ def _sha256(path: Path) -> str:
 
 
 def _download(url: str, dest: Path, expected: str, progress: bool, timeout: float) -> None:
-    """Streams ``url`` into a temporary sibling of ``dest``; renames when complete and verified."""
+    """Streams ``url`` into ``dest`` atomically (:func:`hvx.io.atomic.atomic_file`).
+
+    The file appears at ``dest`` only when complete and its SHA-256 verified.
+    """
     from tqdm import tqdm
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.part-", dir=dest.parent)
-    tmp = Path(tmp_name)
     h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
-            ) as bar:
-                got = 0
-                for chunk in iter(lambda: resp.read(1 << 20), b""):
-                    out.write(chunk)
-                    h.update(chunk)
-                    got += len(chunk)
-                    bar.update(len(chunk))
-            if total is not None and got != total:
-                raise OSError(f"download of {url} stopped at {got} of {total} bytes")
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_file(dest) as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress
+        ) as bar:
+            got = 0
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                out.write(chunk)
+                h.update(chunk)
+                got += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and got != total:
+            raise OSError(f"download of {url} stopped at {got} of {total} bytes")
         _verify(h.hexdigest(), expected, url)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _verify(digest: str, expected: str, what: str) -> None:
