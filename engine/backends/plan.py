@@ -430,6 +430,40 @@ def build_tensorrt_plan(
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
+    # _parser and _timing_cache stay referenced here: the network uses weights the parser
+    # owns, the config the timing cache (both must outlive the build)
+    network, _parser = _parse_onnx(trt, builder, logger, onnx_bytes, onnx_path)
+    in_chans = int(network.get_input(0).shape[1])
+    tc_path = timing_cache_path(cache_dir, target)
+    config, _timing_cache = _builder_config(trt, builder, settings, in_chans, tc_path)
+
+    log.info("building TensorRT plan for %s (%s); this takes minutes", target.describe(), settings)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build a plan from {onnx_path}; see the log above")
+    atomic_write(tc_path, bytes(config.get_timing_cache().serialize()))
+
+    from hvx._version import __version__
+
+    meta = {
+        "key": key,
+        "onnx_sha256": hashlib.sha256(canonical_onnx_bytes(onnx_bytes)).hexdigest(),
+        "settings": settings.to_dict(),
+        "target": target.to_dict(),
+        "in_chans": in_chans,
+        "model": model_meta or {},
+        "hvx": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    return write_plan(plan_path, bytes(serialized), meta)
+
+
+def _parse_onnx(trt, builder, logger, onnx_bytes: bytes, onnx_path) -> tuple[Any, Any]:
+    """``(network, parser)`` of the ONNX bytes; every parser error is logged and raised.
+
+    Raises:
+        RuntimeError: If TensorRT cannot parse the export.
+    """
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
@@ -439,8 +473,16 @@ def build_tensorrt_plan(
         raise RuntimeError(
             f"TensorRT could not parse {onnx_path} ({len(errors)} errors): " + "; ".join(errors)
         )
-    in_chans = int(network.get_input(0).shape[1])
+    return network, parser
 
+
+def _builder_config(
+    trt, builder, settings: PlanSettings, in_chans: int, tc_path: Path
+) -> tuple[Any, Any]:
+    """``(builder config, timing cache)``: workspace, precision flags, profile, timing cache.
+
+    The timing cache object is returned so that it outlives the build.
+    """
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
     flags = {
@@ -464,26 +506,6 @@ def build_tensorrt_plan(
     )
     config.add_optimization_profile(profile)
 
-    tc_path = timing_cache_path(cache_dir, target)
     timing_cache = config.create_timing_cache(tc_path.read_bytes() if tc_path.is_file() else b"")
     config.set_timing_cache(timing_cache, False)
-
-    log.info("building TensorRT plan for %s (%s); this takes minutes", target.describe(), settings)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build a plan from {onnx_path}; see the log above")
-    atomic_write(tc_path, bytes(config.get_timing_cache().serialize()))
-
-    from hvx._version import __version__
-
-    meta = {
-        "key": key,
-        "onnx_sha256": hashlib.sha256(canonical_onnx_bytes(onnx_bytes)).hexdigest(),
-        "settings": settings.to_dict(),
-        "target": target.to_dict(),
-        "in_chans": in_chans,
-        "model": model_meta or {},
-        "hvx": __version__,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-    }
-    return write_plan(plan_path, bytes(serialized), meta)
+    return config, timing_cache
