@@ -205,6 +205,45 @@ def _read_masks(path: Path) -> Iterator[tuple[int, int, tuple[int, ...], int, np
             yield 0, int(h["id"]), box, int(h["type"]), mask
 
 
+def _label_strips(masks_path: Path, height: int, padded_w: int, chunk: int) -> Iterator[np.ndarray]:
+    """Yields ``ndarray[chunk, padded_w] int32`` strips of the label image, top to bottom.
+
+    Nuclei are painted into a band of rows that starts at the lowest unfinished
+    strip; a strip is yielded once a low-water mark passes its last row.
+    """
+    n_strips = -(-height // chunk)
+    base = 0  # image row of band[0]
+    band = np.zeros((0, padded_w), np.int32)
+    done = 0  # strips yielded
+
+    def ensure(rows_to: int) -> None:
+        nonlocal band
+        need = rows_to - base
+        if need > band.shape[0]:
+            band = np.concatenate([band, np.zeros((need - band.shape[0], padded_w), np.int32)])
+
+    def flush(upto: int) -> Iterator[np.ndarray]:
+        nonlocal base, band, done
+        while done < n_strips and (done + 1) * chunk <= upto:
+            ensure((done + 1) * chunk)
+            yield band[:chunk]
+            band = band[chunk:].copy()
+            base += chunk
+            done += 1
+
+    for kind, gid, box, _t, mask in _read_masks(masks_path):
+        if kind == 1:
+            yield from flush(min(box[0], height))
+            continue
+        r0, c0, r1, c1 = box
+        if r0 < base:
+            raise ValueError(f"expected nuclei below the low-water mark {base}, got row {r0}")
+        ensure(r1)
+        view = band[r0 - base : r1 - base, c0:c1]
+        view[mask & (view == 0)] = gid
+    yield from flush(n_strips * chunk)
+
+
 def write_label_tiff(
     masks_path: Path, out_path: Path, height: int, width: int, *, chunk: int = 256
 ) -> Path:
@@ -216,7 +255,7 @@ def write_label_tiff(
 
     Args:
         masks_path: A finished MaskStream file.
-        out_path: The ``.tif`` to write (atomically).
+        out_path: The ``.tif`` to write (atomically, :func:`hvx.io.atomic.atomic_path`).
         height: Image height.
         width: Image width.
         chunk: TIFF tile size (multiple of 16).
@@ -228,43 +267,10 @@ def write_label_tiff(
 
     if chunk % 16:
         raise ValueError(f"expected a TIFF tile size that is a multiple of 16, got {chunk}")
-    n_strips = -(-height // chunk)
     padded_w = -(-width // chunk) * chunk
 
-    def strips() -> Iterator[np.ndarray]:
-        base = 0  # image row of band[0]
-        band = np.zeros((0, padded_w), np.int32)
-        done = 0  # strips yielded
-
-        def ensure(rows_to: int) -> None:
-            nonlocal band
-            need = rows_to - base
-            if need > band.shape[0]:
-                band = np.concatenate([band, np.zeros((need - band.shape[0], padded_w), np.int32)])
-
-        def flush(upto: int) -> Iterator[np.ndarray]:
-            nonlocal base, band, done
-            while done < n_strips and (done + 1) * chunk <= upto:
-                ensure((done + 1) * chunk)
-                yield band[:chunk]
-                band = band[chunk:].copy()
-                base += chunk
-                done += 1
-
-        for kind, gid, box, _t, mask in _read_masks(masks_path):
-            if kind == 1:
-                yield from flush(min(box[0], height))
-                continue
-            r0, c0, r1, c1 = box
-            if r0 < base:
-                raise ValueError(f"expected nuclei below the low-water mark {base}, got row {r0}")
-            ensure(r1)
-            view = band[r0 - base : r1 - base, c0:c1]
-            view[mask & (view == 0)] = gid
-        yield from flush(n_strips * chunk)
-
     def tiles() -> Iterator[np.ndarray]:
-        for strip in strips():
+        for strip in _label_strips(masks_path, height, padded_w, chunk):
             for x in range(0, padded_w, chunk):
                 yield strip[:, x : x + chunk]
 
