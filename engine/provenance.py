@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hvx._version import __version__
 from hvx.features import features, machine_summary
-from hvx.io.writers import atomic_write
+from hvx.io.atomic import atomic_write
 
 __all__ = ["provenance", "write_json"]
 

@@ -184,7 +184,7 @@ def write_postprocess(bundle_path: str | Path, config: dict) -> None:
             reloading the bundle before the file is replaced).
     """
     from hvx.bundle import MANIFEST_FILE, load_bundle
-    from hvx.io.writers import atomic_write
+    from hvx.io.atomic import atomic_write
     from hvx.postprocess import PostprocessConfig
 
     PostprocessConfig.from_dict(config)
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     changed = {k: v for k, v in best["config"].items() if cur["config"].get(k) != v}
     print(f"best:            PQ {best['pq']:.4f}  mPQ+ {best['mpq_plus']:.4f}  {changed or 'same'}")
     if args.json:
-        from hvx.io.writers import atomic_write
+        from hvx.io.atomic import atomic_write
 
         atomic_write(args.json, json.dumps(report, indent=2) + "\n")
     if args.write and changed:

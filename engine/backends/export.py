@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 from hvx.backends.base import INPUT_NAME, OUTPUT_NAMES
-from hvx.io.writers import atomic_write
+from hvx.io.atomic import atomic_write
 
 __all__ = [
     "EXPORT_FORMAT_VERSION",

@@ -30,7 +30,7 @@ from typing import Any
 from hvx import _dictconfig
 from hvx.backends.base import INPUT_NAME
 from hvx.backends.export import canonical_onnx_bytes
-from hvx.io.writers import atomic_write
+from hvx.io.atomic import atomic_write
 
 __all__ = [
     "PLAN_FORMAT",

@@ -147,7 +147,7 @@ def _check_record(args: argparse.Namespace, out: Path) -> dict:
 def _write_record(out: Path, record: dict) -> None:
     import json
 
-    from hvx.io.writers import atomic_write
+    from hvx.io.atomic import atomic_write
 
     atomic_write(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
 
