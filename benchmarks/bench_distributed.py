@@ -200,9 +200,7 @@ def main() -> int:
             out = root / name
             r = _ray(slides, out, config, w, args.region, win)
             r["identical_to_single"] = all(
-                # run_slides writes one slide into ``out`` itself, several into out/<stem>
-                ((out / s.stem if len(slides) > 1 else out) / f).read_bytes()
-                == (root / "single" / s.stem / f).read_bytes()
+                (out / s.stem / f).read_bytes() == (root / "single" / s.stem / f).read_bytes()
                 for s in slides
                 for f in OUTPUTS
             )

@@ -156,7 +156,7 @@ def run_case(case: str, size: int, work: Path, consep: Path, overlap: int) -> di
     """One issue-23 case in this process; returns its measurements."""
     import shutil
 
-    from hvx.slide import open_image
+    from hvx.io.slides import open_image
     from hvx.tiling import TilingConfig, infer_slide, plan_tiles
     from hvx.tiling.pipeline import schedule_tiles
 
@@ -318,8 +318,8 @@ def main() -> None:
             sizes = tuple(int(v) for v in args.sizes.split(","))
             issue23(args.work, args.overlap, sizes, args.size, args.baseline)
         return
+    from hvx.io.slides import open_image
     from hvx.provenance import provenance
-    from hvx.slide import open_image
     from hvx.tiling import TilingConfig, infer_slide, plan_tiles
     from hvx.tiling.pipeline import schedule_tiles
 

@@ -23,7 +23,7 @@ def is_large_input(path: str | os.PathLike, max_pixels: int = LARGE_PIXELS) -> b
 
     Reads only the file header (Pillow / tifffile), never the pixels.
     """
-    from hvx.slide import SLIDE_SUFFIXES
+    from hvx.io.slides import SLIDE_SUFFIXES
 
     p = Path(path)
     suffix = p.suffix.lower()
@@ -143,12 +143,12 @@ def run_tiled(
     """Runs one large input with a loaded engine; prints and returns the summary.
 
     Raises:
-        hvx.slide.SlideReadError: Unreadable input, bad level, missing mpp.
+        hvx.io.slides.SlideReadError: Unreadable input, bad level, missing mpp.
         hvx.tiling.RunMismatchError: ``out`` holds a different run.
     """
     import json
 
-    from hvx.slide import open_image
+    from hvx.io.slides import open_image
     from hvx.tiling import TilingConfig, infer_slide
     from hvx.tiling.budget import check_tiled_memory
     from hvx.tiling.pipeline import engine_mpp
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         from hvx import Engine  # provided by the engine module
     except ImportError as e:
         raise SystemExit(f"hvx slide needs hvx.Engine, which this install lacks: {e}") from e
-    from hvx.slide import SlideReadError
+    from hvx.io.slides import SlideReadError
     from hvx.tiling import RunMismatchError
 
     if args.ray is not None:  # a cohort on Ray (hvx.distributed)

@@ -141,7 +141,7 @@ def run_slides(
         "timing": {...}, "seconds": float}``; also written to ``out/cohort.json``.
 
     Raises:
-        hvx.slide.SlideReadError: An unreadable slide (before any work starts).
+        hvx.io.slides.SlideReadError: An unreadable slide (before any work starts).
         hvx.tiling.RunMismatchError: An output folder holds a different run.
         RuntimeError: No engine worker left, or a chunk failed ``max_attempts`` times.
         ImportError: Ray is not installed.

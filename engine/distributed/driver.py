@@ -123,7 +123,7 @@ def prepare_slide(
     """Plans one slide and opens its run folder (refusing a different run there).
 
     Raises:
-        hvx.slide.SlideReadError: Unreadable slide, bad level, missing mpp.
+        hvx.io.slides.SlideReadError: Unreadable slide, bad level, missing mpp.
         hvx.tiling.RunMismatchError: ``folder`` holds a different run.
     """
     from hvx.tiling.pipeline import _align, engine_mpp, run_identity, schedule_tiles

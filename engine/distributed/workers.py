@@ -27,7 +27,7 @@ __all__ = ["EngineWorker", "SlideSource", "peak_rss_mb", "postprocess_chunk"]
 
 @dataclasses.dataclass(frozen=True)
 class SlideSource:
-    """How a worker opens a slide: the arguments of :func:`hvx.slide.open_image`.
+    """How a worker opens a slide: the arguments of :func:`hvx.io.slides.open_image`.
 
     Attributes:
         path: Slide or image file (the same path on every node: shared storage).
@@ -43,7 +43,7 @@ class SlideSource:
 
     def open(self):
         """A reader (:mod:`hvx.slide`)."""
-        from hvx.slide import open_image
+        from hvx.io.slides import open_image
 
         return open_image(self.path, level=self.level, target_mpp=self.target_mpp, mpp=self.mpp)
 

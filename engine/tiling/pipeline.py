@@ -59,7 +59,7 @@ class TilingConfig:
         rows_per_region: Tile rows per resumable region (one completion record each).
         queue_tiles: Tiles buffered between the reader and the engine.
         queue_batches: Engine results buffered before the stitcher.
-        tissue: Skip tiles without tissue (Otsu on a thumbnail, :func:`hvx.slide.tissue_mask`).
+        tissue: Skip tiles without tissue (Otsu on a thumbnail, :func:`hvx.io.slides.tissue_mask`).
         thumbnail_side: Longer side of the thumbnail the tissue mask is computed on.
         match_fraction: Two tiles' views of a nucleus are one nucleus when they share
             this fraction of the smaller area.
@@ -128,7 +128,7 @@ def schedule_tiles(plan: TilePlan, reader, config: TilingConfig) -> list[int]:
     """Raster indices of the tiles to run: all, or those with tissue in the thumbnail."""
     if not config.tissue:
         return list(range(len(plan)))
-    from hvx.slide import tissue_mask
+    from hvx.io.slides import tissue_mask
 
     thumb = reader.thumbnail(config.thumbnail_side)
     mask = tissue_mask(thumb)
@@ -287,7 +287,7 @@ def infer_image(
     Raises:
         ValueError: For a bad image or tiling parameters.
     """
-    from hvx.slide import ArrayReader
+    from hvx.io.slides import ArrayReader
 
     if config is None:
         config = TilingConfig(tile=tile, overlap=overlap, batch_size=batch_size, tissue=tissue)

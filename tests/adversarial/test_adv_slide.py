@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from synth import OracleEngine, random_blobs
 
-from hvx.slide import SlideReadError, open_image
+from hvx.io.slides import SlideReadError, open_image
 from hvx.tiling import RunMismatchError, TilingConfig, infer_slide, plan_tiles
 from hvx.tiling.resume import FolderLockedError, RunFolder
 
@@ -74,7 +74,7 @@ def _engine(image, inst, cls, cfg):
 
 
 def test_planted_part_symlink_is_not_followed(tmp_path):
-    from hvx.slide import ArrayReader
+    from hvx.io.slides import ArrayReader
 
     image, inst, cls = _scene()
     cfg = TilingConfig(tile=128, overlap=32, tissue=False)
@@ -109,7 +109,7 @@ def test_second_run_into_a_locked_folder_is_refused_naming_the_holder(tmp_path):
 
 
 def test_lock_is_released_after_a_finished_or_failed_run(tmp_path):
-    from hvx.slide import ArrayReader
+    from hvx.io.slides import ArrayReader
 
     image, inst, cls = _scene()
     cfg = TilingConfig(tile=128, overlap=32, tissue=False)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from synth import OracleEngine, mosaic, random_blobs, relabel
 
-from hvx.slide import ArrayReader
+from hvx.io.slides import ArrayReader
 from hvx.tiling import RunMismatchError, TilingConfig, infer_image, infer_slide, plan_tiles
 
 HERE = Path(__file__).resolve().parent
@@ -143,7 +143,7 @@ def test_killed_process_resumes_to_identical_outputs(tmp_path):
         sys.path.insert(0, {str(HERE)!r})
         import numpy as np
         from test_pipeline import _scene, _oracle
-        from hvx.slide import ArrayReader
+        from hvx.io.slides import ArrayReader
         from hvx.tiling import TilingConfig, infer_slide
         image, inst, cls = _scene(700, 600, seed=9)
         cfg = TilingConfig(tile=128, overlap=32, batch_size=4, tissue=False)
