@@ -1,5 +1,9 @@
 """``hvx.Engine``: load a model bundle or TensorRT plan, pick a backend, ``infer``.
 
+The one inference path of hvx: ``Engine.load`` builds it from a bundle or plan
+(:mod:`hvx.loading` picks the runner), ``Engine.from_model`` around a network in
+memory (:mod:`hvx.model_runner`; the trainer's validation and the fp16 check).
+
 Pipeline per call (DESIGN §1)::
 
     uint8 RGB (N,H,W,3) ─ hvx.preprocess ─ pad to size_multiple ─ backend.run
@@ -22,15 +26,11 @@ from typing import Any
 import numpy as np
 
 from hvx.backends.base import BACKEND_NAMES, HeadOutputs
+from hvx.loading import CPU_BACKEND_PREFERENCE, bundle_runner, plan_runner, resolve_device
 
 __all__ = ["CPU_BACKEND_PREFERENCE", "Engine", "load"]
 
 log = logging.getLogger("hvx.engine")
-
-#: Order tried for backend="auto" on a CPU (fp32). Measured paired in
-#: benchmarks/results/cpu-precision-2026-12-05.json (see BENCHMARKS): fp32 ONNX
-#: Runtime 1.4-1.6x torch eager fp32 at one thread on the default model.
-CPU_BACKEND_PREFERENCE = ("onnxruntime", "torch")
 
 
 def _as_batch(batch: Any):
@@ -58,7 +58,8 @@ def _as_batch(batch: Any):
 class Engine:
     """A loaded model ready to segment and classify nuclei.
 
-    Build one with :meth:`Engine.load`. Attributes are read-only facts:
+    Build one with :meth:`Engine.load` (a bundle or plan) or :meth:`Engine.from_model`
+    (a network in memory). Attributes are read-only facts:
 
     Attributes:
         backend: Name of the runtime in use ("tensorrt", "torch" or "onnxruntime").
@@ -71,11 +72,14 @@ class Engine:
         valid_window: ``(window, output)`` of a valid-padding network (the
             published HoVer-Net: (256, 164) fast, (270, 80) original), run in the
             official tile mode (:mod:`hvx.model.hovernet_tiles`); None otherwise.
-        mpp: Microns per pixel the model was trained at.
+        mpp: Microns per pixel the model was trained at (None: not known, only
+            from :meth:`from_model`).
         input_mpp: Microns per pixel of the images given to :meth:`infer`, or
             None when they are at the model's resolution. When it differs,
             images are resized to the model's resolution and the results back.
         source: The bundle folder or plan file loaded.
+        preprocess_impl: ``hvx.preprocess.preprocess``'s ``impl`` ("auto": Triton on
+            CUDA, numba on the CPU; every implementation gives the same input).
         runner: The backend object (``hvx.backends.Backend``).
     """
 
@@ -89,10 +93,15 @@ class Engine:
         class_colors,
         num_types: int,
         size_multiple: int,
-        mpp: float,
+        mpp: float | None,
         source: str,
         valid_window: tuple[int, int] | None = None,
+        preprocess_impl: str = "auto",
     ) -> None:
+        from hvx.preprocess import IMPLS
+
+        if preprocess_impl not in IMPLS:
+            raise ValueError(f"expected preprocess_impl one of {IMPLS}, got {preprocess_impl!r}")
         self.runner = runner
         self.preprocess_config = preprocess_config
         self.postprocess_config = postprocess_config
@@ -100,7 +109,8 @@ class Engine:
         self.class_colors = tuple(tuple(int(v) for v in c) for c in class_colors)
         self.num_types = int(num_types)
         self.size_multiple = int(size_multiple)
-        self.mpp = float(mpp)
+        self.mpp = None if mpp is None else float(mpp)
+        self.preprocess_impl = preprocess_impl
         self.source = str(source)
         self.input_mpp: float | None = None
         self.valid_window = None if valid_window is None else tuple(int(v) for v in valid_window)
@@ -182,7 +192,7 @@ class Engine:
             )
         if mpp is not None and not (isinstance(mpp, int | float) and 0 < mpp < 100):
             raise ValueError(f"expected mpp a positive number of microns per pixel, got {mpp!r}")
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         if path is None:
             from hvx.assets import default_model_path
 
@@ -195,9 +205,10 @@ class Engine:
         if not path.exists():
             raise FileNotFoundError(f"expected a model bundle folder or a .plan file, got {path}")
         if path.is_file():
-            engine = cls._load_plan(path, backend, dev)
+            runner, meta = plan_runner(path, backend, dev)
         else:
-            engine = cls._load_bundle(path, backend, dev, precision, cache_dir, plan_settings)
+            runner, meta = bundle_runner(path, backend, dev, precision, cache_dir, plan_settings)
+        engine = cls._from_meta(runner, meta, str(path))
         engine.input_mpp = None if mpp is None else float(mpp)
         return engine
 
@@ -222,140 +233,81 @@ class Engine:
         return engine
 
     @classmethod
-    def _load_plan(cls, path: Path, backend: str, dev: str) -> Engine:
-        if path.suffix != ".plan" and not Path(f"{path}.json").is_file():
-            raise ValueError(
-                "expected a model bundle folder (model.json + weights.safetensors) or a "
-                f"TensorRT .plan file, got the file {path}"
-            )
-        if backend not in ("auto", "tensorrt"):
-            raise ValueError(
-                f"expected backend 'auto' or 'tensorrt' for a plan file, got {backend!r}"
-            )
-        if not dev.startswith("cuda"):
-            raise ValueError(f"expected a CUDA device for a TensorRT plan, got {dev!r}")
-        from hvx.backends.plan import read_plan_meta
-        from hvx.backends.tensorrt import TensorRTBackend
+    def from_model(
+        cls,
+        model,
+        preprocess_config,
+        postprocess_config,
+        *,
+        class_names=None,
+        class_colors=None,
+        mpp: float | None = None,
+        amp: str | None = None,
+        preprocess_impl: str = "auto",
+        source: str = "<in-memory model>",
+    ) -> Engine:
+        """An Engine around an in-memory network: the inference path of a bundle, unsaved.
 
-        meta = read_plan_meta(path)
-        if not meta.get("model"):
-            raise ValueError(
-                f"expected model facts in the sidecar of {path}; rebuild with hvx build"
-            )
-        return cls._from_meta(TensorRTBackend(path, device=dev), meta["model"], str(path))
+        The same preprocessing, padding (or valid-window tiling), cropping and
+        post-processing as :meth:`load`; the network runs as it is, on its own
+        device and in its own dtype (:class:`hvx.model_runner.ModelRunner`: not
+        moved, not cast, not frozen; eval mode during each call only). So a
+        model being trained is validated, and a bundle's float32/float16 copies
+        are compared, exactly as users will run them. On the CPU in float32 it
+        gives what ``Engine.load(bundle, backend="torch", precision="fp32")``
+        gives for the same weights, bit for bit.
 
-    @classmethod
-    def _load_bundle(cls, path, backend, dev, precision, cache_dir, plan_settings) -> Engine:
-        from hvx import _artifacts
-        from hvx.bundle import load_bundle
-        from hvx.features import features
+        Args:
+            model: A ``hvx.model`` network (``HoVerNet`` or ``OfficialHoVerNet``).
+            preprocess_config: ``hvx.preprocess.PreprocessConfig``.
+            postprocess_config: ``hvx.postprocess.PostprocessConfig``.
+            class_names: Names of type ids 1..num_types-1 (default ``type1``, ...).
+            class_colors: RGB per class (default: the bundle palette).
+            mpp: Microns per pixel the model works at (None: not known; then
+                ``input_mpp`` cannot be set).
+            amp: CUDA autocast dtype, "float16" or "bfloat16" (mixed precision, as
+                in training); None runs the parameters' dtype.
+            preprocess_impl: ``hvx.preprocess.preprocess``'s ``impl``.
+            source: What :attr:`source` reports.
 
-        bundle = load_bundle(path)
-        cuda = dev.startswith("cuda")
-        if precision == "fp16" and not cuda:
-            raise ValueError(f"expected precision 'fp32' on the CPU, got {precision!r}")
-        if backend == "tensorrt" and not cuda:
-            raise ValueError(f"expected a CUDA device for backend='tensorrt', got {dev!r}")
-        if precision == "int8" and cuda:
-            raise ValueError(f"expected device 'cpu' for precision='int8', got {dev!r}")
-        if precision == "bf16" and cuda and backend == "auto":
-            backend = "torch"  # TensorRT plans here are fp16/TF32
-        runner = None
-        model = None
-        if not cuda and precision in ("auto", "int8", "bf16"):
-            runner = cls._cpu_lowp_runner(bundle, path, backend, precision)
-            if runner is not None and runner.name == "onnxruntime":
-                model = bundle.build_model("cpu")  # for its size_multiple
-        if cuda and precision == "auto" and backend != "onnxruntime":
-            model = bundle.build_model("cpu")  # read once: the check, then the torch runner
-            precision = _auto_cuda_precision(bundle, dev, path, model)
-        if backend == "tensorrt" or (backend == "auto" and cuda and features().tensorrt.available):
-            from hvx.backends.plan import PlanSettings
-            from hvx.backends.tensorrt import TensorRTBackend
-
-            try:
-                settings = plan_settings or (
-                    PlanSettings(precision=("tf32",)) if precision == "fp32" else PlanSettings()
-                )
-                plan = _artifacts.plan_for_bundle(bundle, settings, cache_dir, device=dev)
-                runner = TensorRTBackend(plan, device=dev)
-            except Exception as err:
-                if backend == "tensorrt":
-                    raise
-                log.warning("TensorRT unavailable for %s (%s); using torch", path, err)
-        if runner is None and (backend == "torch" or (backend == "auto" and cuda)):
-            runner = cls._torch_runner(bundle, dev, precision, model)
-        if runner is None and backend == "onnxruntime":
-            model = bundle.build_model("cpu")
-            runner = cls._ort_runner(bundle, cache_dir, model)
-        if runner is None:  # auto on the CPU
-            for name in CPU_BACKEND_PREFERENCE:
-                if name == "onnxruntime" and features().onnxruntime.available:
-                    model = bundle.build_model("cpu")
-                    runner = cls._ort_runner(bundle, cache_dir, model)
-                    break
-                if name == "torch":
-                    runner = cls._torch_runner(bundle, dev, precision)
-                    break
-        if runner.name == "torch":
-            size_multiple = runner.module.model.size_multiple
-        elif runner.name == "tensorrt":
-            size_multiple = runner.meta["model"]["size_multiple"]
-        else:
-            size_multiple = model.size_multiple
-        return cls._from_meta(runner, _artifacts.model_meta(bundle, size_multiple), str(path))
-
-    @staticmethod
-    def _cpu_lowp_runner(bundle, path, backend: str, precision: str):
-        """The int8/bf16 CPU runner asked for, or picked by "auto" (gate passed), or None.
-
-        See :mod:`hvx.backends.quantize` (the gate and the bundle's ``precision.json``).
+        Raises:
+            ValueError: For a bad ``amp`` / ``preprocess_impl``, or class names or
+                colours that do not fit the type head.
         """
-        from hvx.backends import quantize
+        from hvx.bundle import DEFAULT_COLORS
+        from hvx.model_runner import ModelRunner
 
-        explicit = precision != "auto"
-        if not explicit:
-            precision = quantize.auto_cpu_precision(path)
-            if precision == "fp32":
-                return None
-        want = {"int8": "onnxruntime", "bf16": "torch"}[precision]
-        if backend not in ("auto", want):
-            if not explicit:
-                return None
+        runner = ModelRunner(model, amp=amp)
+        num_types = int(model.num_types)
+        names = (
+            tuple(f"type{i}" for i in range(1, num_types))
+            if class_names is None
+            else tuple(class_names)
+        )
+        colors = (
+            [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(names))]
+            if class_colors is None
+            else class_colors
+        )
+        if len(names) != num_types - 1 or len(colors) != len(names):
             raise ValueError(
-                f"expected backend 'auto' or {want!r} for precision={precision!r}, got {backend!r}"
+                f"expected {num_types - 1} class names and colours (the type head has "
+                f"{num_types} types), got {len(names)} names and {len(colors)} colours"
             )
-        try:
-            runner = quantize.cpu_runner(bundle, precision)
-        except ImportError as err:
-            if explicit:
-                raise
-            log.warning("%s passed its gate but cannot run here (%s); using fp32", precision, err)
-            return None
-        if not explicit:
-            log.info("%s passed the accuracy gate (%s): using it", precision, path)
-        return runner
-
-    @staticmethod
-    def _torch_runner(bundle, dev: str, precision: str, model=None):
-        from hvx.backends.torch import TorchBackend
-
-        prec = None if precision == "auto" else precision
-        model = bundle.build_model("cpu") if model is None else model
-        return TorchBackend.from_model(model, device=dev, precision=prec)
-
-    @staticmethod
-    def _ort_runner(bundle, cache_dir, model):
-        from hvx import _artifacts
-        from hvx.backends.onnxruntime import OnnxRuntimeBackend
-
-        path = _artifacts.onnx_for_bundle(bundle, cache_dir, model=model)
-        try:
-            return OnnxRuntimeBackend(path)
-        except Exception as err:  # a truncated/corrupt cached export: export it again, once
-            log.warning("cached ONNX export %s is unreadable (%s); exporting it again", path, err)
-            path.unlink(missing_ok=True)
-            return OnnxRuntimeBackend(_artifacts.onnx_for_bundle(bundle, cache_dir, model=model))
+        window = getattr(model, "window", None)
+        return cls(
+            runner,
+            preprocess_config=preprocess_config,
+            postprocess_config=postprocess_config,
+            class_names=names,
+            class_colors=colors,
+            num_types=num_types,
+            size_multiple=model.size_multiple,
+            mpp=mpp,
+            source=source,
+            valid_window=None if not window else (window, model.output),
+            preprocess_impl=preprocess_impl,
+        )
 
     # ------------------------------------------------------------------ inference
 
@@ -382,6 +334,7 @@ class Engine:
             self.preprocess_config,
             device=self.runner.device,
             dtype=self.runner.input_dtype,
+            impl=self.preprocess_impl,
         )
         if self.valid_window is not None:
             return self._valid_heads(x), single
@@ -430,12 +383,24 @@ class Engine:
             TypeError: If ``batch`` is not a numpy array or torch tensor.
             ValueError: For a wrong dtype, rank, channel count or an empty batch.
         """
-        from hvx.postprocess import postprocess
-
         scale = self.scale
         if scale is not None:
             return self._infer_rescaled(batch, scale, num_threads)
         heads, _ = self.heads(batch)
+        return self.postprocess(heads, num_threads=num_threads)
+
+    def postprocess(self, heads: HeadOutputs, *, num_threads: int | None = None):
+        """Instances, types and nucleus tables of :meth:`heads`' output (this model's config).
+
+        Args:
+            heads: ``HeadOutputs`` (torch tensors on any device, or numpy arrays).
+            num_threads: Post-processing threads (default: all cores).
+
+        Returns:
+            ``hvx.results.BatchResult``.
+        """
+        from hvx.postprocess import postprocess
+
         h = heads.numpy()  # the one device -> host copy, where post-processing needs it
         return postprocess(
             h.np_prob, h.hv, h.tp_prob, self.postprocess_config, num_threads=num_threads
@@ -446,6 +411,11 @@ class Engine:
         """Input-to-model resize factor (``input_mpp / mpp``), None when 1."""
         if self.input_mpp is None:
             return None
+        if self.mpp is None:
+            raise ValueError(
+                f"expected the model's mpp to rescale images at input_mpp={self.input_mpp}, "
+                "got none (pass mpp= to Engine.from_model)"
+            )
         s = self.input_mpp / self.mpp
         return None if abs(s - 1.0) < 1e-3 else s
 
@@ -461,7 +431,7 @@ class Engine:
         import cv2
         import torch
 
-        from hvx.postprocess import instance_table, postprocess
+        from hvx.postprocess import instance_table
         from hvx.results import BatchResult
 
         images, _ = _as_batch(batch)
@@ -471,10 +441,7 @@ class Engine:
         h2, w2 = max(1, round(h * scale)), max(1, round(w * scale))
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         small = np.stack([cv2.resize(im, (w2, h2), interpolation=interp) for im in images])
-        hd = self.heads(small)[0].numpy()
-        res = postprocess(
-            hd.np_prob, hd.hv, hd.tp_prob, self.postprocess_config, num_threads=num_threads
-        )
+        res = self.postprocess(self.heads(small)[0], num_threads=num_threads)
         inst = np.stack(
             [cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) for m in res.inst]
         ).astype(np.int32)
@@ -499,28 +466,6 @@ class Engine:
         )
 
 
-def _auto_cuda_precision(bundle, dev: str, path, model=None) -> str:
-    """fp16 when it keeps this model's instance maps on ``dev``, else fp32 (logged).
-
-    ``model``: the bundle's network if already built (it is not modified).
-    """
-    from hvx.precision import check_fp16
-
-    model = bundle.build_model("cpu") if model is None else model
-    check = check_fp16(model, bundle.preprocess, bundle.postprocess, device=dev)
-    if check.ok:
-        return "fp16"
-    log.warning(
-        "fp16 changes the results of %s (instance-map PQ %.3f against fp32 on %d sample "
-        "tiles, largest head differences %s): running fp32; pass precision='fp16' to force it",
-        path,
-        check.pq,
-        check.tiles,
-        {k: round(v, 3) for k, v in check.max_abs.items()},
-    )
-    return "fp32"
-
-
 def _cat(outs: list[HeadOutputs]) -> HeadOutputs:
     import torch
 
@@ -530,22 +475,6 @@ def _cat(outs: list[HeadOutputs]) -> HeadOutputs:
     return HeadOutputs(
         cat([o.np_prob for o in outs]), cat([o.hv for o in outs]), cat([o.tp_prob for o in outs])
     )
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"expected device 'auto', 'cpu' or 'cuda[:K]', got {device!r}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"expected device 'auto', 'cpu' or 'cuda[:K]', got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"expected a visible CUDA GPU for device={device!r}, found none")
-    return "cpu" if dev.type == "cpu" else f"cuda:{dev.index or 0}"
 
 
 def load(path=None, backend: str = "auto", device: str = "auto", precision: str = "auto", **kw):

@@ -11,20 +11,27 @@ ahead of them (their fp16 outputs stayed within 0.5% of float32).
 without changing the function, and ``hvx-train`` applies it to every bundle;
 older bundles may still carry such layers. So
 ``Engine.load(precision="auto")`` on a GPU runs :func:`check_fp16` on the
-device first and uses fp16 only when the instance maps stay within
-:data:`FP16_MIN_PQ` of the float32 ones.
+device first (:func:`auto_cuda_precision`) and uses fp16 only when the instance
+maps stay within :data:`FP16_MIN_PQ` of the float32 ones.
+
+Both runs go through ``hvx.Engine.from_model``: the preprocessing, padding (or
+the valid-window tiling of a valid-padding network), cropping and
+post-processing users get, with the float32 network and its float16 copy.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["FP16_MIN_PQ", "Fp16Check", "check_fp16"]
+__all__ = ["FP16_MIN_PQ", "Fp16Check", "auto_cuda_precision", "check_fp16"]
+
+log = logging.getLogger("hvx.engine")
 
 #: Smallest mean PQ of the fp16 instance maps against the fp32 ones (same bound as
 #: the bundle storage check of ``scripts/ship_default_model.py``).
@@ -54,11 +61,6 @@ class Fp16Check:
         return self.pq >= FP16_MIN_PQ
 
 
-def _heads(module: torch.nn.Module, x: torch.Tensor) -> list[np.ndarray]:
-    with torch.no_grad():
-        return [t.float().cpu().numpy() for t in module(x)]
-
-
 def check_fp16(
     model: torch.nn.Module,
     preprocess_config: Any,
@@ -72,8 +74,8 @@ def check_fp16(
         model: A ``hvx.model.HoVerNet`` (not modified: fp16 runs on a copy).
         preprocess_config: The bundle's ``PreprocessConfig``.
         postprocess_config: The bundle's ``PostprocessConfig``.
-        images: uint8 RGB ``(N, H, W, 3)`` with H, W multiples of the model's
-            size multiple; None: the packaged sample tiles (``hvx.assets``).
+        images: uint8 RGB ``(N, H, W, 3)``; None: the packaged sample tiles
+            (``hvx.assets``).
         device: Where both runs happen ("cpu" works too: torch runs float16
             convolutions there, slowly).
 
@@ -83,10 +85,8 @@ def check_fp16(
     Raises:
         ValueError: If ``images`` is not a non-empty uint8 (N, H, W, 3) array.
     """
+    from hvx.engine import Engine
     from hvx.metrics import pq_stats
-    from hvx.model import HoVerNetInference
-    from hvx.postprocess import postprocess
-    from hvx.preprocess import preprocess
 
     if images is None:
         from hvx.assets import sample_paths
@@ -97,16 +97,14 @@ def check_fp16(
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not images.size:
         raise ValueError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     dev = torch.device(device)
-    x = preprocess(images, preprocess_config, device=dev, dtype=torch.float32)
-    if getattr(model, "window", None):  # valid-padding network: one window per tile
-        from hvx.model.hovernet_tiles import fit_window
-
-        x = fit_window(x, model.window)
-    base = copy.deepcopy(model).eval().to(device=dev, dtype=torch.float32)
-    ref = _heads(HoVerNetInference(base), x)
-    half = _heads(HoVerNetInference(base.to(dtype=torch.float16)), x.half())
-    a = postprocess(*ref, postprocess_config)
-    b = postprocess(*half, postprocess_config)
+    net = copy.deepcopy(model).eval().to(device=dev, dtype=torch.float32)
+    heads, results = [], []
+    for dtype in (torch.float32, torch.float16):  # the copy is cast after the fp32 run
+        engine = Engine.from_model(net.to(dtype=dtype), preprocess_config, postprocess_config)
+        h = engine.heads(images)[0].numpy()
+        heads.append((h.np_prob, h.hv, h.tp_prob))
+        results.append(engine.postprocess(h))
+    (ref, half), (a, b) = heads, results
     # two empty maps agree (PQ's own rule would score them 0)
     pqs = [
         1.0 if not (a.inst[k].any() or b.inst[k].any()) else pq_stats(a.inst[k], b.inst[k]).pq
@@ -117,3 +115,29 @@ def check_fp16(
         for name, u, v in zip(("np", "hv", "tp"), ref, half, strict=True)
     }
     return Fp16Check(pq=float(np.mean(pqs)), max_abs=diffs, tiles=len(images), device=str(dev))
+
+
+def auto_cuda_precision(bundle, dev: str, path, model=None) -> str:
+    """fp16 when it keeps this model's instance maps on ``dev``, else fp32 (logged).
+
+    What ``Engine.load(precision="auto")`` and ``hvx build --tensorrt`` pick on a GPU.
+
+    Args:
+        bundle: The ``hvx.bundle.ModelBundle``.
+        dev: The CUDA device.
+        path: The bundle's path (for the warning).
+        model: The bundle's network if already built (it is not modified).
+    """
+    model = bundle.build_model("cpu") if model is None else model
+    check = check_fp16(model, bundle.preprocess, bundle.postprocess, device=dev)
+    if check.ok:
+        return "fp16"
+    log.warning(
+        "fp16 changes the results of %s (instance-map PQ %.3f against fp32 on %d sample "
+        "tiles, largest head differences %s): running fp32; pass precision='fp16' to force it",
+        path,
+        check.pq,
+        check.tiles,
+        {k: round(v, 3) for k, v in check.max_abs.items()},
+    )
+    return "fp32"

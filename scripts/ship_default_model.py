@@ -7,7 +7,8 @@ tensors float16 cannot hold stay float32 (``weights.float32_tensors``, printed).
 Before replacing the shipped model this checks, on the packaged sample tiles,
 that the fp16-stored model stays within the parity bounds against the fp32
 original: head outputs max abs error, and PQ of the fp16 instance maps with the
-fp32 maps as ground truth. It prints both and refuses when PQ < 0.99.
+fp32 maps as ground truth. It prints both and refuses when PQ < 0.99. Both
+bundles run through ``hvx.Engine.load`` (torch, CPU, fp32): the path users get.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import numpy as np
 import torch
 
 
-def _heads(model, x):
-    from hvx.model import HoVerNetInference
+def _run(bundle_path: Path, images: np.ndarray):
+    """Heads (numpy) and results of a bundle on ``images`` through ``hvx.Engine``."""
+    from hvx.engine import Engine
 
-    with torch.no_grad():
-        return [t.numpy() for t in HoVerNetInference(model).eval()(x)]
+    engine = Engine.load(bundle_path, backend="torch", device="cpu", precision="fp32")
+    heads = engine.heads(images)[0].numpy()
+    return [heads.np_prob, heads.hv, heads.tp_prob], engine.postprocess(heads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     from hvx.bundle import load_bundle, save_bundle
     from hvx.io import read_image
     from hvx.metrics import pq_stats
-    from hvx.postprocess import postprocess
-    from hvx.preprocess import preprocess
 
     src = load_bundle(args.bundle)
     fp32 = src.build_model("cpu")
@@ -68,13 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         kept = staged_bundle.float32_tensors
         if kept:
             print(f"kept float32 (beyond {args.dtype}'s range): {', '.join(kept)}")
-        half = staged_bundle.build_model("cpu")
         images = np.stack([read_image(q) for q in sample_paths()])
-        x = preprocess(images, src.preprocess, device="cpu")
-        a, b = _heads(fp32, x), _heads(half, x)
+        (a, ra), (b, rb) = _run(args.bundle, images), _run(staged, images)
         err = max(float(np.abs(u - v).max()) for u, v in zip(a, b, strict=True))
-        ra = postprocess(a[0], a[1], a[2], src.postprocess)
-        rb = postprocess(b[0], b[1], b[2], src.postprocess)
         pqs = [pq_stats(ra.inst[k], rb.inst[k]).pq for k in range(len(images))]
         print(f"{args.dtype} storage: heads max abs err {err:.2e}; PQ vs fp32 {np.mean(pqs):.4f}")
         counts = [len(t) for t in ra.tables], [len(t) for t in rb.tables]

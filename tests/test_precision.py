@@ -11,7 +11,6 @@ import torch
 import hvx.precision as hp
 from hvx.assets import default_model_path, sample_paths
 from hvx.bundle import load_bundle
-from hvx.engine import _auto_cuda_precision
 from hvx.io import read_image
 from hvx.model import create_model
 from hvx.postprocess import PostprocessConfig
@@ -84,7 +83,7 @@ def test_auto_precision_on_cuda_follows_the_check(monkeypatch, caplog, pq, want)
     monkeypatch.setattr(hp, "check_fp16", fake)
     b = load_bundle(default_model_path())
     with caplog.at_level(logging.WARNING, logger="hvx.engine"):
-        assert _auto_cuda_precision(b, "cuda:1", "bundle") == want
+        assert hp.auto_cuda_precision(b, "cuda:1", "bundle") == want
     assert seen["device"] == "cuda:1"
     warned = [r.getMessage() for r in caplog.records]
     if want == "fp32":

@@ -122,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
             log.error("TensorRT plan not built: %s", err)
             return 2
         if args.precision == "auto":  # what Engine.load(precision="auto") would pick
-            from hvx.engine import _auto_cuda_precision
+            from hvx.precision import auto_cuda_precision
 
-            if _auto_cuda_precision(bundle, "cuda", args.bundle) == "fp32":
+            if auto_cuda_precision(bundle, "cuda", args.bundle) == "fp32":
                 settings = dataclasses.replace(settings, precision=("tf32",))
     onnx_path = _artifacts.onnx_for_bundle(bundle, args.cache_dir)
     print(f"onnx: {onnx_path}")

@@ -99,7 +99,7 @@ def test_build_tensorrt_precision_follows_the_fp16_check(
     """The plan's precision without TensorRT: the GPU steps are replaced by recorders."""
     import hvx._artifacts as art
     import hvx.backends.plan as plan
-    import hvx.engine as eng
+    import hvx.precision as hp
 
     calls = []
     monkeypatch.setattr(plan.PlanTarget, "current", classmethod(lambda cls: None))
@@ -113,7 +113,7 @@ def test_build_tensorrt_precision_follows_the_fp16_check(
         calls.append(settings.precision)
         return tmp_path / "m.plan"
 
-    monkeypatch.setattr(eng, "_auto_cuda_precision", fake_check)
+    monkeypatch.setattr(hp, "auto_cuda_precision", fake_check)
     monkeypatch.setattr(art, "plan_for_bundle", fake_plan)
     assert main(["build", str(bundle), "--tensorrt", *flag]) == 0
     assert calls == (["cuda", want] if check else [want])
