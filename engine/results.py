@@ -1,12 +1,13 @@
-"""What post-processing returns: per-image nucleus tables and the batch result."""
+"""What inference returns: per-image nucleus tables (tiled: ``Nuclei``), the batch result."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["BatchResult", "NucleusTable"]
+__all__ = ["BatchResult", "Nuclei", "NucleusTable"]
 
 
 @dataclasses.dataclass
@@ -37,15 +38,18 @@ class NucleusTable:
     contours: list[np.ndarray]
 
     def __post_init__(self) -> None:
-        k = len(self.id)
-        for name in ("type", "type_prob", "centroid", "bbox", "area"):
+        k, cls = len(self.id), type(self).__name__
+        for name in self._row_fields():
             got = len(getattr(self, name))
             if got != k:
-                raise ValueError(f"NucleusTable.{name}: expected {k} rows (len(id)), got {got}")
+                raise ValueError(f"{cls}.{name}: expected {k} rows (len(id)), got {got}")
         if len(self.contours) != k:
-            raise ValueError(
-                f"NucleusTable.contours: expected {k} contours, got {len(self.contours)}"
-            )
+            raise ValueError(f"{cls}.contours: expected {k} contours, got {len(self.contours)}")
+
+    @classmethod
+    def _row_fields(cls) -> tuple[str, ...]:
+        """Array columns that must have one row per nucleus (besides ``id``)."""
+        return ("type", "type_prob", "centroid", "bbox", "area")
 
     def __len__(self) -> int:
         return len(self.id)
@@ -62,6 +66,53 @@ class NucleusTable:
             area=np.zeros(0, np.int64),
             contours=[],
         )
+
+    @classmethod
+    def concat(cls, parts: Sequence[NucleusTable]):
+        """The rows of several tables, in order, as one table of this class.
+
+        Every array column is concatenated and every list column (contours, and
+        a subclass's list columns) chained; the empty parts are ignored.
+        """
+        parts = [p for p in parts if len(p)] or [cls.empty()]
+        cols = {}
+        for f in dataclasses.fields(cls):
+            values = [getattr(p, f.name) for p in parts]
+            if isinstance(values[0], list):
+                cols[f.name] = [v for part in values for v in part]
+            else:
+                cols[f.name] = np.concatenate(values)
+        return cls(**cols)
+
+
+@dataclasses.dataclass
+class Nuclei(NucleusTable):
+    """The nuclei of a tiled image (:mod:`hvx.tiling`): a table with three more columns.
+
+    The :class:`NucleusTable` columns hold image coordinates; ``id`` are the
+    global ids, rows in emission order (ascending ids).
+
+    Attributes:
+        masks: ``list[ndarray[h_i, w_i] bool]``: each nucleus' pixels inside its
+            ``bbox``; empty (``[]``) once painted into an instance map.
+        cut: ``ndarray[K] bool``: True for a nucleus no tile saw whole.
+        tile: ``ndarray[K] int32``: raster index of the tile whose view was kept.
+    """
+
+    masks: list[np.ndarray] = dataclasses.field(default_factory=list)
+    cut: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, bool))
+    tile: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.masks and len(self.masks) != len(self.id):
+            raise ValueError(
+                f"Nuclei.masks: expected {len(self.id)} masks or none, got {len(self.masks)}"
+            )
+
+    @classmethod
+    def _row_fields(cls) -> tuple[str, ...]:
+        return (*super()._row_fields(), "cut", "tile")
 
 
 @dataclasses.dataclass

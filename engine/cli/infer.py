@@ -195,7 +195,7 @@ def _infer_tiled(engine, image, args: argparse.Namespace):
         res = infer_image(engine, small, config=config)
     finally:
         engine.input_mpp = saved
-    inst, typ, table = res.inst, res.type, res.table()
+    inst, typ, table = res.inst, res.type, res.nuclei
     if scale != 1.0:
         inst = cv2.resize(inst, (w, h), interpolation=cv2.INTER_NEAREST)
         typ = cv2.resize(typ, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -217,53 +217,17 @@ def run(args: argparse.Namespace) -> int:
     Each file is isolated: a decoding, header, memory or backend error is reported
     for that file and the others complete.
     """
-    from hvx.engine import Engine
-    from hvx.io import find_images
-
-    if args.batch_size < 1:
-        log.error("expected --batch-size >= 1, got %d", args.batch_size)
+    error = _bad_arguments(args)
+    if error is not None:
+        log.error("%s", error)
         return 2
     out: Path = args.out
-    if out.exists() and not out.is_dir():
-        log.error("expected --out to be a folder, got a file: %s", out)
-        return 2
-    inputs = list(args.inputs)
-    if args.samples:
-        from hvx.assets import sample_paths
-
-        inputs += sample_paths()
+    inputs = _inputs(args)
     if not inputs:
         log.error("expected at least one INPUT image or folder (or --samples), got none")
         return 2
     try:
-        files = find_images(inputs)
-        stems: dict[str, Path] = {}
-        for f in files:  # two inputs with one stem would overwrite each other
-            if f.stem in stems:
-                raise ValueError(
-                    f"two inputs share the output name {f.stem!r}: {stems[f.stem]}, {f}"
-                )
-            stems[f.stem] = f
-        if args.model is not None and args.model.is_file() and args.model.suffix != ".plan":
-            raise ValueError(
-                f"expected a model bundle folder (model.json + weights.safetensors) or a "
-                f"TensorRT .plan file for --model, got the file {args.model}"
-            )
-        record = _check_record(args, out)
-        from hvx.cli.slide import is_large_input
-        from hvx.io.writers import output_paths
-
-        large = [f for f in files if is_large_input(f)]
-        files = [f for f in files if f not in large]
-        todo = [
-            f
-            for f in files
-            if args.overwrite
-            or not all(p.is_file() for p in output_paths(out, f.stem, args.format))
-        ]
-        engine = None
-        if todo or large:  # no load when everything is done
-            engine = Engine.load(args.model, backend=args.backend, device=args.device)
+        files, large, todo, engine, record = _prepare(args, out, inputs)
     except (FileNotFoundError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
@@ -291,6 +255,68 @@ def run(args: argparse.Namespace) -> int:
         f"{len(failed)} failed -> {out}{where}"
     )
     return 1 if failed else 0
+
+
+def _bad_arguments(args: argparse.Namespace) -> str | None:
+    """The first error in the options that needs no file access beyond ``--out``, or None."""
+    if args.batch_size < 1:
+        return f"expected --batch-size >= 1, got {args.batch_size}"
+    if args.out.exists() and not args.out.is_dir():
+        return f"expected --out to be a folder, got a file: {args.out}"
+    return None
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The INPUT paths, plus the shipped sample tiles with ``--samples``."""
+    inputs = list(args.inputs)
+    if args.samples:
+        from hvx.assets import sample_paths
+
+        inputs += sample_paths()
+    return inputs
+
+
+def _prepare(args: argparse.Namespace, out: Path, inputs: list[Path]):
+    """Finds the images, checks names, model and run record, loads the engine if needed.
+
+    Returns:
+        ``(files, large, todo, engine, record)``: the plain images, the large ones
+        (streamed path), the plain ones still to do, the engine (None when nothing
+        is to do) and the run record to write.
+
+    Raises:
+        FileNotFoundError, ValueError, ImportError: Missing inputs, two inputs with
+            one output name, a bad ``--model``, another run's folder, an engine
+            that cannot load.
+    """
+    from hvx.cli.slide import is_large_input
+    from hvx.engine import Engine
+    from hvx.io import find_images
+    from hvx.io.writers import output_paths
+
+    files = find_images(inputs)
+    stems: dict[str, Path] = {}
+    for f in files:  # two inputs with one stem would overwrite each other
+        if f.stem in stems:
+            raise ValueError(f"two inputs share the output name {f.stem!r}: {stems[f.stem]}, {f}")
+        stems[f.stem] = f
+    if args.model is not None and args.model.is_file() and args.model.suffix != ".plan":
+        raise ValueError(
+            f"expected a model bundle folder (model.json + weights.safetensors) or a "
+            f"TensorRT .plan file for --model, got the file {args.model}"
+        )
+    record = _check_record(args, out)
+    large = [f for f in files if is_large_input(f)]
+    files = [f for f in files if f not in large]
+    todo = [
+        f
+        for f in files
+        if args.overwrite or not all(p.is_file() for p in output_paths(out, f.stem, args.format))
+    ]
+    engine = None
+    if todo or large:  # no load when everything is done
+        engine = Engine.load(args.model, backend=args.backend, device=args.device)
+    return files, large, todo, engine, record
 
 
 def _run_files(args, engine, todo: list[Path], out: Path, failed: list) -> int:

@@ -181,7 +181,7 @@ def prepare_slide(
 
 def assemble(job: SlideJob, model: ModelInfo, *, config, formats, labels) -> dict:
     """Stitches a slide's committed regions into its outputs (same code as one machine)."""
-    from hvx.tiling.pipeline import infer_slide
+    from hvx.tiling.slide_run import infer_slide
 
     replay = job.store.replay(job.regions, job.plan, job.side)
     job.release()  # infer_slide takes the folder's lock itself

@@ -2,7 +2,7 @@
 
 :class:`EngineWorker` holds one loaded :class:`hvx.Engine` and the open slide
 readers; :meth:`EngineWorker.heads` reads a chunk of tiles of a region (the
-same pixels as the single-process path, :func:`hvx.tiling.pipeline._read_tile`)
+same pixels as the single-process path, :func:`hvx.tiling.stages.read_tile`)
 and runs preprocessing + the network, returning the three heads as numpy
 arrays. Ray puts them in the object store; :func:`postprocess_chunk`, a CPU
 task, turns them into instance maps and nuclei tables (exactly what
@@ -125,12 +125,12 @@ class EngineWorker:
             network, peak RSS, node, pid); ``heads`` a tuple ``(np_prob
             float32[N, T, T], hv float32[N, 2, T, T], tp_prob float32[N, C, T, T])``.
         """
-        from hvx.tiling.pipeline import _read_tile
+        from hvx.tiling.stages import read_tile
 
         t0 = time.perf_counter()
         reader, lock = self._reader(source)
         with lock:
-            batch = np.stack([_read_tile(reader, plan, i, pad_value) for i in tiles])
+            batch = np.stack([read_tile(reader, plan, i, pad_value) for i in tiles])
         t1 = time.perf_counter()
         h = self.engine.heads(batch)[0].numpy()
         out = tuple(np.ascontiguousarray(a) for a in (h.np_prob, h.hv, h.tp_prob))

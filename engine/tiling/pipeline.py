@@ -1,16 +1,14 @@
-"""Tiled inference: reader -> batches through the engine -> stitcher -> writers.
+"""Tiled inference of large images: tiling parameters, the in-memory path, run identity.
 
-Three stages run at once: a reader thread cuts tiles (bounded queue of
-``queue_tiles`` tiles), an engine thread runs them in batches of ``batch_size``
-(bounded queue of ``queue_batches`` results; the engine releases the GIL in
-torch / ONNX Runtime / the native post-processing), and the calling thread
-stitches the nuclei and streams them to disk. Host memory is therefore bounded
-by the queue sizes, the batch, and one tile row of stitcher state -- not by the
-image size.
+Tiles go through the overlapped stages of :mod:`hvx.tiling.stages` (reader
+thread, engine thread, caller) into the :class:`hvx.tiling.stitch.Stitcher`.
+Host memory is bounded by the queue sizes, the batch, and one tile row of
+stitcher state -- not by the image size.
 
 - :func:`infer_image`: an in-memory image -> global instance map, type map, nuclei.
-- :func:`infer_slide`: any reader (:mod:`hvx.slide`) -> files in an output folder,
-  resumable (:mod:`hvx.tiling.resume`), with progress and a summary.
+- :func:`hvx.tiling.slide_run.infer_slide`: any reader (:mod:`hvx.slide`) -> files
+  in an output folder, resumable, with progress and a summary; it shares
+  :class:`TilingConfig`, :func:`schedule_tiles` and :func:`run_identity` from here.
 """
 
 from __future__ import annotations
@@ -18,31 +16,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import queue
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from hvx.io.streams import CSVStream, GeoJSONStream, MaskStream, write_label_tiff
+from hvx.results import Nuclei
 from hvx.tiling.plan import TilePlan, plan_tiles
-from hvx.tiling.resume import RunFolder
-from hvx.tiling.stitch import Nuclei, Stitcher, StitchStats
+from hvx.tiling.stages import stream_tiles
+from hvx.tiling.stitch import Stitcher, StitchStats
 
 __all__ = [
     "TiledResult",
     "TilingConfig",
+    "engine_mpp",
     "infer_image",
-    "infer_slide",
     "run_identity",
     "schedule_tiles",
 ]
 
 log = logging.getLogger("hvx.tiling")
-
-_END = object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +89,8 @@ class TiledResult:
     Attributes:
         inst: ``ndarray[H, W] int32`` global instance ids (0 = background).
         type: ``ndarray[H, W] uint8`` class of each nucleus pixel.
-        nuclei: :class:`hvx.tiling.Nuclei`, ascending ids (masks dropped).
+        nuclei: :class:`hvx.results.Nuclei` (a ``NucleusTable`` plus ``cut`` and
+            ``tile``), ascending ids, masks dropped.
         stats: What the stitcher decided.
         plan: The tile plan used.
     """
@@ -106,21 +100,6 @@ class TiledResult:
     nuclei: Nuclei
     stats: StitchStats
     plan: TilePlan
-
-    def table(self):
-        """The nuclei as an :class:`hvx.results.NucleusTable` (ascending ids)."""
-        from hvx.results import NucleusTable
-
-        n = self.nuclei
-        return NucleusTable(
-            id=n.id,
-            type=n.type,
-            type_prob=n.type_prob,
-            centroid=n.centroid,
-            bbox=n.bbox,
-            area=n.area,
-            contours=n.contours,
-        )
 
 
 # ------------------------------------------------------------------ tiles
@@ -164,97 +143,6 @@ def _align(engine, config: TilingConfig) -> int:
         )
         return 1
     return int(size)
-
-
-def _read_tile(reader, plan: TilePlan, index: int, pad_value: int) -> np.ndarray:
-    t = plan.tile_at(index)
-    h, w = min(plan.tile, plan.height - t.y0), min(plan.tile, plan.width - t.x0)
-    px = np.asarray(reader.read(t.y0, t.x0, h, w))
-    if (h, w) == (plan.tile, plan.tile):
-        return np.ascontiguousarray(px)
-    out = np.full((plan.tile, plan.tile, 3), pad_value, np.uint8)
-    out[:h, :w] = px
-    return out
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _stream(
-    engine, reader, plan: TilePlan, tiles: Sequence[int], config: TilingConfig
-) -> Iterator[tuple[int, np.ndarray, object]]:
-    """Yields ``(tile index, inst ndarray[T, T], table)`` in order, stages overlapped."""
-    q_tiles: queue.Queue = queue.Queue(maxsize=config.queue_tiles)
-    q_out: queue.Queue = queue.Queue(maxsize=config.queue_batches)
-    stop = threading.Event()
-
-    def read_loop() -> None:
-        try:
-            for i in tiles:
-                if not _put(q_tiles, (i, _read_tile(reader, plan, i, config.pad_value)), stop):
-                    return
-            _put(q_tiles, _END, stop)
-        except BaseException as e:
-            _put(q_tiles, _Failure(e), stop)
-
-    def infer_loop() -> None:
-        batch: list[tuple[int, np.ndarray]] = []
-
-        def run() -> bool:
-            res = engine.infer(np.stack([a for _, a in batch]))
-            item = ([i for i, _ in batch], res.inst, res.tables)
-            batch.clear()
-            return _put(q_out, item, stop)
-
-        try:
-            while not stop.is_set():
-                try:
-                    item = q_tiles.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if item is _END or isinstance(item, _Failure):
-                    if batch and not isinstance(item, _Failure) and not run():
-                        return
-                    _put(q_out, item, stop)
-                    return
-                batch.append(item)
-                if len(batch) == config.batch_size and not run():
-                    return
-        except BaseException as e:
-            _put(q_out, _Failure(e), stop)
-
-    threads = [
-        threading.Thread(target=read_loop, name="hvx-tile-reader", daemon=True),
-        threading.Thread(target=infer_loop, name="hvx-engine", daemon=True),
-    ]
-    for th in threads:
-        th.start()
-    try:
-        while True:
-            item = q_out.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            idx, inst, tables = item
-            for k, i in enumerate(idx):
-                yield i, np.asarray(inst[k]), tables[k]
-    finally:
-        stop.set()
-        for th in threads:
-            th.join()
 
 
 # ------------------------------------------------------------- in memory
@@ -310,27 +198,11 @@ def infer_image(
         nu.masks = []
         parts.append(nu)
 
-    for i, tile_inst, table in _stream(engine, reader, plan, tiles, config):
+    for i, tile_inst, table in stream_tiles(engine, reader, plan, tiles, config):
         paint(stitcher.add_tile(i, tile_inst, table))
     paint(stitcher.finish())
     _warn_cut(stitcher.stats, config)
-    return TiledResult(inst, typ, _concat(parts), stitcher.stats, plan)
-
-
-def _concat(parts: Sequence[Nuclei]) -> Nuclei:
-    parts = [p for p in parts if len(p)] or [Nuclei.empty()]
-    return Nuclei(
-        id=np.concatenate([p.id for p in parts]),
-        type=np.concatenate([p.type for p in parts]),
-        type_prob=np.concatenate([p.type_prob for p in parts]),
-        centroid=np.concatenate([p.centroid for p in parts]),
-        bbox=np.concatenate([p.bbox for p in parts]),
-        area=np.concatenate([p.area for p in parts]),
-        contours=[c for p in parts for c in p.contours],
-        masks=[],
-        cut=np.concatenate([p.cut for p in parts]),
-        tile=np.concatenate([p.tile for p in parts]),
-    )
+    return TiledResult(inst, typ, Nuclei.concat(parts), stitcher.stats, plan)
 
 
 def _warn_cut(stats: StitchStats, config: TilingConfig) -> None:
@@ -414,208 +286,3 @@ def run_identity(
         "model": model_id,
         "params": {**config.to_dict(), "formats": sorted(formats), "labels": labels, "stem": stem},
     }
-
-
-def infer_slide(
-    engine,
-    reader,
-    out_dir: str | Path,
-    *,
-    config: TilingConfig | None = None,
-    formats: Sequence[str] = ("geojson", "csv"),
-    labels: bool = False,
-    stem: str = "nuclei",
-    overwrite: bool = False,
-    progress: bool = True,
-    on_region: Callable[[int], None] | None = None,
-    tiles_from: Callable[[list[int]], Iterable[tuple[int, np.ndarray, object]]] | None = None,
-) -> dict:
-    """Tiled inference of a slide or large image, streamed to files, resumable.
-
-    Writes into ``out_dir``: ``<stem>.geojson`` (QuPath detections), ``<stem>.csv``
-    (one row per nucleus), optionally ``<stem>_labels.tif`` (tiled int32 instance
-    ids), plus ``run.json``, ``progress.jsonl``, ``state/`` and ``summary.json``.
-    A final file appears only when complete. Re-running the same command after a
-    crash continues after the last completed region and produces the same files
-    as an uninterrupted run.
-
-    Args:
-        engine: An :class:`hvx.Engine` (or anything with ``infer`` and class names).
-        reader: A reader from :mod:`hvx.slide` at the model's resolution.
-        out_dir: Output folder.
-        config: Tiling parameters (default :class:`TilingConfig`).
-        formats: Any of ``"geojson"``, ``"csv"``.
-        labels: Also write the label TIFF.
-        stem: Base name of the output files.
-        overwrite: Replace a different run's outputs in ``out_dir`` instead of refusing.
-        progress: Show a progress bar (tiles/s, ETA) on stderr.
-        on_region: Called with each region index once its record is on disk.
-        tiles_from: Where tile results come from instead of running ``engine``:
-            called once with the raster indices still to stitch (ascending), it
-            yields ``(index, inst ndarray[T, T] int32, table)`` for each, in that
-            order (:mod:`hvx.distributed` replays tiles computed elsewhere). The
-            engine then only supplies the class names and model identity.
-
-    Returns:
-        The summary (also in ``summary.json``): nuclei, per-class counts, tiles,
-        seconds, tiles/s, peak RSS, stitcher decisions, output files.
-
-    Raises:
-        hvx.tiling.resume.RunMismatchError: ``out_dir`` holds a different run.
-        ValueError: For unknown formats or bad parameters.
-    """
-    import resource
-
-    config = config or TilingConfig()
-    bad = [f for f in formats if f not in ("geojson", "csv")]
-    if bad:
-        raise ValueError(f"expected formats from ['geojson', 'csv'], got {bad}")
-    t_start = time.perf_counter()
-    names, colors, _ = _engine_meta(engine)
-    plan = plan_tiles(
-        reader.height,
-        reader.width,
-        config.tile,
-        config.overlap,
-        rows_per_region=config.rows_per_region,
-        align=_align(engine, config),
-    )
-    out = Path(out_dir)
-    files = {
-        "geojson": f"{stem}.geojson",
-        "csv": f"{stem}.csv",
-        "masks": f"{stem}_masks.bin",
-        "labels": f"{stem}_labels.tif",
-    }
-    wanted = [*formats, *(["masks"] if labels else [])]
-    identity = run_identity(engine, reader, config, formats, labels, stem)
-    run = RunFolder.open(out, identity, tuple(files.values()), overwrite=overwrite)
-    done = run.summary()
-    if done is not None:
-        run.release()
-        log.info("%s already holds this finished run; nothing to do", out)
-        return done
-
-    tiles = schedule_tiles(plan, reader, config)
-    records = run.records()
-    if records:
-        last = records[-1]
-        run.keep_records(records)
-        stitcher = Stitcher.from_state(plan, run.load_state(last))
-        sizes, counts = last["sizes"], {int(k): v for k, v in last["counts"].items()}
-        region, prior_s = last["region"] + 1, float(last["seconds"])
-        log.info("resuming %s after region %d of %d", out, last["region"], plan.n_regions)
-    else:
-        stitcher = Stitcher(plan, tiles, match_fraction=config.match_fraction)
-        sizes, counts, region, prior_s = {}, {}, 0, 0.0
-    writers: dict = {}
-    if "geojson" in wanted:
-        writers["geojson"] = GeoJSONStream(
-            out / files["geojson"], names, colors, resume_size=sizes.get("geojson")
-        )
-    if "csv" in wanted:
-        writers["csv"] = CSVStream(out / files["csv"], names, resume_size=sizes.get("csv"))
-    if "masks" in wanted:
-        writers["masks"] = MaskStream(out / files["masks"], resume_size=sizes.get("masks"))
-    todo = [i for i in tiles if i > stitcher.last_tile]
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def emit(nu: Nuclei) -> None:
-        for t, c in zip(*np.unique(nu.type, return_counts=True), strict=True):
-            counts[int(t)] = counts.get(int(t), 0) + int(c)
-        for key in ("geojson", "csv"):
-            if key in writers:
-                writers[key].add(nu)
-        if "masks" in writers:
-            writers["masks"].add(nu, stitcher.low_water())
-
-    def complete(r: int) -> None:
-        sizes = {k: w.checkpoint() for k, w in writers.items()}
-        record = {
-            "region": r,
-            "last_tile": stitcher.last_tile,
-            "nuclei": stitcher.next_id - 1,
-            "counts": {str(k): v for k, v in sorted(counts.items())},
-            "sizes": sizes,
-            "seconds": round(prior_s + time.perf_counter() - t_start, 3),
-        }
-        run.complete(record, stitcher.state())
-        if on_region is not None:
-            on_region(r)
-
-    bar = _progress(len(todo), len(tiles) - len(todo), progress)
-    try:
-        if tiles_from is not None:
-            source = tiles_from(todo)
-        else:
-            source = _stream(engine, reader, plan, todo, config)
-        for i, tile_inst, table in source:
-            row_region = plan.region_of_row(i // plan.n_cols)
-            while region < row_region:
-                complete(region)
-                region += 1
-            emit(stitcher.add_tile(i, tile_inst, table))
-            bar.update(1)
-            bar.set_postfix(nuclei=stitcher.next_id - 1, refresh=False)
-        while region < plan.n_regions:
-            complete(region)
-            region += 1
-        emit(stitcher.finish())
-        bar.close()
-        outputs = []
-        for key in ("geojson", "csv"):
-            if key in writers:
-                outputs.append(str(writers.pop(key).finish()))
-        if "masks" in writers:
-            masks_path = writers.pop("masks").finish()
-            outputs.append(
-                str(write_label_tiff(masks_path, out / files["labels"], plan.height, plan.width))
-            )
-    except BaseException:
-        run.release()  # the part files stay for a resume; another run may take over
-        raise
-    finally:
-        bar.close()
-        for w in writers.values():
-            w.close()
-    seconds = prior_s + time.perf_counter() - t_start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    _warn_cut(stitcher.stats, config)
-    summary = {
-        "image": [plan.height, plan.width],
-        "mpp": getattr(reader, "mpp", None),
-        "tiles": len(plan),
-        "tiles_run": len(tiles),
-        "tiles_background": len(plan) - len(tiles),
-        "nuclei": stitcher.next_id - 1,
-        "per_class": {
-            (
-                names[t - 1] if 0 < t <= len(names) else ("unclassified" if t == 0 else f"type_{t}")
-            ): c
-            for t, c in sorted(counts.items())
-        },
-        "seconds": round(seconds, 3),
-        "tiles_per_s": round(len(tiles) / seconds, 2) if seconds > 0 else None,
-        "peak_rss_mb": round(peak, 1),
-        "rss_before_run_mb": round(rss0, 1),
-        "stitch": stitcher.stats.to_dict(),
-        "outputs": outputs,
-        "resumed": bool(records),
-    }
-    run.write_summary(summary)
-    (out / files["masks"]).unlink(missing_ok=True)  # only needed until the TIFF is written
-    run.release()
-    return summary
-
-
-def _progress(total: int, initial_done: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit="tile",
-        desc="hvx tiles" + (f" (resumed, {initial_done} done)" if initial_done else ""),
-        disable=None if enabled else True,  # None: off when stderr is not a terminal
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )

@@ -146,11 +146,6 @@ class TilePlan:
     def __iter__(self) -> Iterator[Tile]:
         return (self.tile_at(i) for i in range(len(self)))
 
-    def region_rows(self, region: int) -> range:
-        """Tile rows of region ``region``."""
-        r0 = region * self.rows_per_region
-        return range(r0, min(r0 + self.rows_per_region, self.n_rows))
-
     def region_of_row(self, row: int) -> int:
         """Region holding tile row ``row``."""
         return row // self.rows_per_region

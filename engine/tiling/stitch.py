@@ -36,70 +36,26 @@ one-pass segmentation of the whole image up to the order of ids.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 
-from hvx.tiling.plan import Tile, TilePlan
+from hvx.results import Nuclei
+from hvx.tiling.plan import TilePlan
+from hvx.tiling.views import (
+    View,
+    grown,
+    merge_views,
+    nuclei_from_views,
+    shared_pixels,
+    tile_views,
+)
 
-__all__ = ["Nuclei", "StitchStats", "Stitcher"]
+__all__ = ["StitchStats", "Stitcher"]
 
 _GRID = 64  # spatial-index cell size in pixels
 _PIECE_TOLERANCE = 2  # px a whole view is grown by when a cut piece is compared with it
-
-
-@dataclasses.dataclass
-class Nuclei:
-    """Nuclei in image coordinates, in emission order (a ``NucleusTable`` look-alike).
-
-    Attributes:
-        id: ``ndarray[K] int32`` global ids.
-        type: ``ndarray[K] int32`` class ids (0 = background/unclassified).
-        type_prob: ``ndarray[K] float32`` class probability.
-        centroid: ``ndarray[K, 2] float64`` (y, x) in image pixels.
-        bbox: ``ndarray[K, 4] int32`` (rmin, cmin, rmax, cmax), max exclusive.
-        area: ``ndarray[K] int64`` pixels.
-        contours: ``list[ndarray[K_i, 2] int32]`` outer contour, (x, y) image pixels.
-        masks: ``list[ndarray[h_i, w_i] bool]`` pixels inside ``bbox``.
-        cut: ``ndarray[K] bool``: True for a nucleus no tile saw whole.
-        tile: ``ndarray[K] int32``: raster index of the tile whose view was kept.
-    """
-
-    id: np.ndarray
-    type: np.ndarray
-    type_prob: np.ndarray
-    centroid: np.ndarray
-    bbox: np.ndarray
-    area: np.ndarray
-    contours: list[np.ndarray]
-    masks: list[np.ndarray]
-    cut: np.ndarray
-    tile: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.id)
-
-    @classmethod
-    def empty(cls) -> Nuclei:
-        """No nuclei."""
-        return cls._from_items([])
-
-    @classmethod
-    def _from_items(cls, items: Sequence[_Item]) -> Nuclei:
-        return cls(
-            id=np.array([it.gid for it in items], dtype=np.int32),
-            type=np.array([it.type for it in items], dtype=np.int32),
-            type_prob=np.array([it.prob for it in items], dtype=np.float32),
-            centroid=np.array([(it.cy, it.cx) for it in items], dtype=np.float64).reshape(-1, 2),
-            bbox=np.array([it.bbox for it in items], dtype=np.int32).reshape(-1, 4),
-            area=np.array([it.area for it in items], dtype=np.int64),
-            contours=[it.contour for it in items],
-            masks=[it.mask for it in items],
-            cut=np.array([it.cut for it in items], dtype=bool),
-            tile=np.array([it.tile for it in items], dtype=np.int32),
-        )
 
 
 @dataclasses.dataclass
@@ -137,25 +93,6 @@ class StitchStats:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class _Item:
-    """One view of a nucleus, in image coordinates."""
-
-    tile: int
-    type: int
-    prob: float
-    cy: float
-    cx: float
-    bbox: tuple[int, int, int, int]
-    area: int
-    contour: np.ndarray
-    mask: np.ndarray
-    cut: bool
-    gid: int = 0
-    piece: bool = False  # a cut view, or a nucleus reassembled from cut views
-    decider: int = -1  # for cut views: the last tile that can see this nucleus
-
-
 class Stitcher:
     """Resolves nuclei across overlapping tiles, streaming (see the module docstring).
 
@@ -191,10 +128,10 @@ class Stitcher:
         self.next_id = int(next_id)
         self.last_tile = -1
         self.stats = StitchStats()
-        self._active: dict[int, _Item] = {}  # gid -> emitted item still overlappable
+        self._active: dict[int, View] = {}  # gid -> emitted item still overlappable
         self._index: dict[tuple[int, int], set[int]] = defaultdict(set)
-        self._pending: dict[int, list[_Item]] = defaultdict(list)  # deciding tile -> views
-        self._cut: list[_Item] = []  # cut views waiting for the other pieces
+        self._pending: dict[int, list[View]] = defaultdict(list)  # deciding tile -> views
+        self._cut: list[View] = []  # cut views waiting for the other pieces
 
     # ----------------------------------------------------------------- public
     def add_tile(self, tile_index: int, inst: np.ndarray, table) -> Nuclei:
@@ -224,7 +161,7 @@ class Stitcher:
         if inst.shape != (t, t):
             raise ValueError(f"expected an instance map of shape ({t}, {t}), got {inst.shape}")
         # Tiles skipped since the last call: release what waited on them.
-        emitted: list[_Item] = []
+        emitted: list[View] = []
         for skipped in range(self.last_tile + 1, tile_index):
             emitted += self._release(skipped)
         tile = self.plan.tile_at(tile_index)
@@ -232,7 +169,7 @@ class Stitcher:
         self.stats.tiles += 1
 
         owned, late, cut = [], [], []
-        for item in self._views(tile, inst, table):
+        for item in tile_views(self.plan, tile, inst, table, self.stats):
             owner = self.plan.owner(item.cy, item.cx)
             if item.cut:
                 cut.append(item)
@@ -264,18 +201,18 @@ class Stitcher:
             # edge kept every nucleus of the slide in memory).
             self._prune()
         self.stats.held_max = max(self.stats.held_max, self.held())
-        return Nuclei._from_items(emitted)
+        return nuclei_from_views(emitted)
 
     def finish(self) -> Nuclei:
         """Releases every deferred view (call once after the last tile)."""
-        emitted: list[_Item] = []
+        emitted: list[View] = []
         for decider in sorted(self._pending):
             emitted += self._release(decider)
         emitted += self._release_cut(len(self.plan))
         self.last_tile = len(self.plan)
         self._active.clear()
         self._index.clear()
-        return Nuclei._from_items(emitted)
+        return nuclei_from_views(emitted)
 
     def held(self) -> int:
         """Nucleus views held in memory: emitted but still overlappable, deferred, cut."""
@@ -340,7 +277,7 @@ class Stitcher:
         pos = cpos = 0
         for row, fl, size in zip(state["ints"], state["floats"], sizes, strict=True):
             d, tile, typ, gid, cut, r0, c0, r1, c1, area, nc, piece, decider = (int(v) for v in row)
-            item = _Item(
+            item = View(
                 tile=tile,
                 type=typ,
                 prob=float(fl[0]),
@@ -367,57 +304,13 @@ class Stitcher:
         return self
 
     # -------------------------------------------------------------- internals
-    def _views(self, tile: Tile, inst: np.ndarray, table):
-        """Yields the tile's nuclei as image-coordinate views (clipped to the image)."""
-        t, H, W = self.plan.tile, self.plan.height, self.plan.width
-        vh, vw = min(t, H - tile.y0), min(t, W - tile.x0)  # valid part (padding beyond)
-        top, left = tile.y0 > 0, tile.x0 > 0
-        bottom, right = tile.y0 + t < H, tile.x0 + t < W
-        ids = np.asarray(table.id)
-        self.stats.seen += len(ids)
-        for k in range(len(ids)):
-            rmin, cmin, rmax, cmax = (int(v) for v in table.bbox[k])
-            cy, cx = (float(v) for v in table.centroid[k])
-            contour = np.asarray(table.contours[k], dtype=np.int32).reshape(-1, 2)
-            mask = inst[rmin:rmax, cmin:cmax] == ids[k]
-            area = int(table.area[k])
-            if rmax > vh or cmax > vw:  # reaches into the padding of a small image
-                mask = mask[: max(vh - rmin, 0), : max(vw - cmin, 0)]
-                area = int(mask.sum())
-                if area == 0:
-                    self.stats.outside += 1
-                    continue
-                rr, cc = np.nonzero(mask)
-                cy, cx = float(rr.mean() + rmin), float(cc.mean() + cmin)
-                rmax, cmax = rmin + int(rr.max()) + 1, cmin + int(cc.max()) + 1
-                mask = mask[: rmax - rmin, : cmax - cmin]
-                contour = np.minimum(contour, [vw - 1, vh - 1]).astype(np.int32)
-            cut = (
-                (top and rmin == 0)
-                or (left and cmin == 0)
-                or (bottom and rmax == t)
-                or (right and cmax == t)
-            )
-            yield _Item(
-                tile=tile.index,
-                type=int(table.type[k]),
-                prob=float(table.type_prob[k]),
-                cy=cy + tile.y0,
-                cx=cx + tile.x0,
-                bbox=(rmin + tile.y0, cmin + tile.x0, rmax + tile.y0, cmax + tile.x0),
-                area=area,
-                contour=contour + np.array([tile.x0, tile.y0], dtype=np.int32),
-                mask=np.ascontiguousarray(mask),
-                cut=bool(cut),
-            )
-
     def _cells(self, bbox: tuple[int, int, int, int]):
         rmin, cmin, rmax, cmax = bbox
         for gy in range(rmin // _GRID, (rmax - 1) // _GRID + 1):
             for gx in range(cmin // _GRID, (cmax - 1) // _GRID + 1):
                 yield gy, gx
 
-    def _duplicates(self, item: _Item) -> bool:
+    def _duplicates(self, item: View) -> bool:
         """True when an emitted nucleus shares >= match_fraction of the smaller area."""
         seen: set[int] = set()
         for cell in self._cells(item.bbox):
@@ -430,8 +323,8 @@ class Stitcher:
                 # A cut piece is a sliver of a nucleus another tile saw whole: compare
                 # it with that view grown by _PIECE_TOLERANCE px (the two tiles' networks
                 # disagree most at the piece's cut border).
-                other = _grown(other, _PIECE_TOLERANCE)
-            inter = _shared_pixels(item, other)
+                other = grown(other, _PIECE_TOLERANCE)
+            inter = shared_pixels(item, other)
             if not inter:
                 continue
             if item.piece and other.piece:  # two cut pieces of one nucleus
@@ -441,15 +334,15 @@ class Stitcher:
                 return True
         return False
 
-    def _swallows(self, piece: _Item, whole: _Item) -> bool:
+    def _swallows(self, piece: View, whole: View) -> bool:
         """True when a cut piece covers >= match_fraction of a nucleus seen whole.
 
         Its tile's network merged that nucleus into a blob cut at the tile border;
         the whole view, from a tile that saw the nucleus entirely, wins.
         """
-        return _shared_pixels(piece, whole) >= self.match_fraction * whole.area
+        return shared_pixels(piece, whole) >= self.match_fraction * whole.area
 
-    def _emit(self, item: _Item) -> list[_Item]:
+    def _emit(self, item: View) -> list[View]:
         if self._duplicates(item):
             self.stats.duplicates += 1
             return []
@@ -466,14 +359,14 @@ class Stitcher:
             self._index[cell].add(item.gid)
         return [item]
 
-    def _release(self, decider: int) -> list[_Item]:
+    def _release(self, decider: int) -> list[View]:
         """Emits the whole views deferred to ``decider``."""
-        out: list[_Item] = []
+        out: list[View] = []
         for it in self._pending.pop(decider, []):
             out += self._emit(it)
         return out
 
-    def _release_cut(self, current: int) -> list[_Item]:
+    def _release_cut(self, current: int) -> list[View]:
         """Emits groups of touching cut views once every tile that can add one is done.
 
         Cut views that share pixels are pieces of one nucleus; a group is merged
@@ -498,18 +391,18 @@ class Stitcher:
                 i = stack.pop()
                 near = {j for cell in self._cells(items[i].bbox) for j in cells[cell]}
                 for j in sorted(near - grouped):
-                    if _shared_pixels(items[i], items[j]):
+                    if shared_pixels(items[i], items[j]):
                         grouped.add(j)
                         comp.append(j)
                         stack.append(j)
             groups.append(sorted(comp))
         waiting = set(range(len(items))) - grouped
-        out: list[_Item] = []
+        out: list[View] = []
         for comp in sorted(groups, key=lambda g: (items[g[0]].tile, items[g[0]].bbox)):
             if max(items[i].decider for i in comp) > current:
                 waiting |= set(comp)
             else:
-                out += self._emit(_merge([items[i] for i in comp]))
+                out += self._emit(merge_views([items[i] for i in comp]))
         self._cut = [items[i] for i in sorted(waiting)]
         return out
 
@@ -524,65 +417,3 @@ class Stitcher:
                     s.discard(gid)
                     if not s:
                         del self._index[cell]
-
-
-def _shared_pixels(a: _Item, b: _Item) -> int:
-    """Number of pixels two views share."""
-    y0, x0 = max(a.bbox[0], b.bbox[0]), max(a.bbox[1], b.bbox[1])
-    y1, x1 = min(a.bbox[2], b.bbox[2]), min(a.bbox[3], b.bbox[3])
-    if y0 >= y1 or x0 >= x1:
-        return 0
-    ma = a.mask[y0 - a.bbox[0] : y1 - a.bbox[0], x0 - a.bbox[1] : x1 - a.bbox[1]]
-    mb = b.mask[y0 - b.bbox[0] : y1 - b.bbox[0], x0 - b.bbox[1] : x1 - b.bbox[1]]
-    return int(np.count_nonzero(ma & mb))
-
-
-def _merge(group: list[_Item]) -> _Item:
-    """One nucleus from the cut views of several tiles (a single view is returned as is)."""
-    if len(group) == 1:
-        return group[0]
-    import cv2
-
-    r0 = min(it.bbox[0] for it in group)
-    c0 = min(it.bbox[1] for it in group)
-    r1 = max(it.bbox[2] for it in group)
-    c1 = max(it.bbox[3] for it in group)
-    mask = np.zeros((r1 - r0, c1 - c0), bool)
-    for it in group:
-        mask[it.bbox[0] - r0 : it.bbox[2] - r0, it.bbox[1] - c0 : it.bbox[3] - c0] |= it.mask
-    rr, cc = np.nonzero(mask)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    contour = max(contours, key=len).reshape(-1, 2).astype(np.int32) + np.array(
-        [c0, r0], dtype=np.int32
-    )
-    big = max(group, key=lambda it: it.area)
-    return _Item(
-        tile=big.tile,
-        type=big.type,
-        prob=big.prob,
-        cy=float(rr.mean() + r0),
-        cx=float(cc.mean() + c0),
-        bbox=(r0, c0, r1, c1),
-        area=len(rr),
-        contour=contour,
-        mask=mask,
-        cut=False,
-        piece=True,
-    )
-
-
-def _grown(item: _Item, px: int) -> _Item:
-    """A copy of ``item`` whose mask is dilated by ``px`` pixels (bbox grown to match)."""
-    import cv2
-
-    r0, c0, r1, c1 = item.bbox
-    padded = np.pad(item.mask, px).astype(np.uint8)
-    mask = cv2.dilate(padded, _disk(px)).astype(bool)
-    return dataclasses.replace(item, bbox=(r0 - px, c0 - px, r1 + px, c1 + px), mask=mask)
-
-
-@functools.cache
-def _disk(px: int) -> np.ndarray:
-    import cv2
-
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))

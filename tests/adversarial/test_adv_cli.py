@@ -217,7 +217,7 @@ def test_csv_cells_are_neutralised(tmp_path, name):
 
     from hvx.io.streams import CSVStream
     from hvx.io.writers import write_csv
-    from hvx.tiling.stitch import Nuclei
+    from hvx.results import Nuclei
 
     class T:
         id = np.array([1])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hvx.io.streams import GeoJSONStream, MaskStream, PartFile, write_label_tiff
-from hvx.tiling.stitch import Nuclei
+from hvx.results import Nuclei
 
 tifffile = pytest.importorskip("tifffile")
 

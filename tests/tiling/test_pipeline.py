@@ -10,6 +10,7 @@ import pytest
 from synth import OracleEngine, mosaic, random_blobs, relabel
 
 from hvx.io.slides import ArrayReader
+from hvx.results import NucleusTable
 from hvx.tiling import RunMismatchError, TilingConfig, infer_image, infer_slide, plan_tiles
 
 HERE = Path(__file__).resolve().parent
@@ -37,7 +38,8 @@ def test_infer_image_equals_labels_and_table_is_consistent():
     nu = res.nuclei
     assert np.array_equal(nu.id, np.arange(1, len(nu) + 1))
     assert len(nu) == len(np.unique(inst)) - 1
-    assert len(res.table()) == len(nu)  # an hvx.results.NucleusTable
+    assert isinstance(nu, NucleusTable)  # one table type: the tiled one extends it
+    assert len(nu.cut) == len(nu.tile) == len(nu) and nu.masks == []
     areas = np.bincount(res.inst.ravel(), minlength=len(nu) + 1)[1:]
     assert np.array_equal(areas, nu.area)
     for k in range(len(nu)):  # type map holds each nucleus' class

@@ -57,8 +57,7 @@ def test_owner_matches_cores_and_iteration_order():
 def test_tiles_touching_and_regions():
     plan = plan_tiles(1000, 1000, 256, 64, rows_per_region=2)
     assert plan.n_regions == -(-plan.n_rows // 2)
-    assert list(plan.region_rows(0)) == [0, 1]
-    assert plan.region_of_row(3) == 1
+    assert [plan.region_of_row(r) for r in range(4)] == [0, 0, 1, 1]
     hit = plan.tiles_touching(200, 200, 210, 210)
     assert sorted(hit) == [0, 1, plan.n_cols, plan.n_cols + 1]
 
