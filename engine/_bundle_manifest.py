@@ -68,6 +68,11 @@ DEFAULT_COLORS = (
 
 
 def check_classes(names: Any, colors: Any, num_types: int, where: str) -> tuple[tuple, tuple]:
+    """``(names, colours)`` as tuples: one unique name and one RGB triple per type 1..C-1.
+
+    Raises:
+        ValueError: Naming the field (after ``where``), what was expected and what came.
+    """
     if isinstance(names, str) or not isinstance(names, Sequence):
         raise ValueError(f"{where}class_names: expected a list of str, got {type(names).__name__}")
     names = tuple(names)
@@ -96,6 +101,7 @@ def check_classes(names: Any, colors: Any, num_types: int, where: str) -> tuple[
 
 
 def check_mpp(mpp: Any, where: str) -> float:
+    """``mpp`` as a float; ValueError unless a finite positive number."""
     if (
         isinstance(mpp, bool)
         or not isinstance(mpp, int | float)
@@ -108,6 +114,7 @@ def check_mpp(mpp: Any, where: str) -> float:
 
 
 def json_dict(value: Any, name: str) -> dict:
+    """A copy of ``value`` (None -> {}); ValueError unless a JSON-serialisable dict."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -120,6 +127,7 @@ def json_dict(value: Any, name: str) -> dict:
 
 
 def require(d: dict, key: str, types: type | tuple[type, ...], where: str) -> Any:
+    """``d[key]``; ValueError unless of ``types`` (a bool is not an int here)."""
     v = d[key]
     if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
         raise ValueError(f"{where}{key}: expected {types}, got {v!r}")

@@ -33,6 +33,7 @@ _ST_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
+    """The model.json name of a storage dtype; ValueError for any other dtype."""
     for name, dt in DTYPES.items():
         if dt == dtype:
             return name
@@ -40,6 +41,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 4 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -48,6 +50,7 @@ def sha256(path: Path) -> str:
 
 
 def fsync(path: Path) -> None:
+    """Flushes a written file to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -80,6 +83,7 @@ def storage_state(
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file on the CPU; ValueError if unreadable."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

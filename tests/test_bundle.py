@@ -71,6 +71,17 @@ def _edit(path: Path, **changes):
 _DELETE = object()
 
 
+def test_public_names_still_import_from_hvx_bundle():
+    """The module was split (_bundle_manifest/_weights/_write); hvx.bundle keeps its names."""
+    names = {
+        "BUNDLE_FORMAT", "DEFAULT_COLORS", "MANIFEST_FILE", "MAX_JSON_DEPTH",
+        "MAX_MANIFEST_BYTES", "SCHEMA_VERSION", "VALUE_RANGES", "WEIGHTS_FILE",
+        "ModelBundle", "check_values", "import_hovernet", "load_bundle", "save_bundle",
+    }  # fmt: skip
+    assert names <= set(hb.__all__) and all(hasattr(hb, n) for n in names)
+    assert hb.save_bundle.__module__ == "hvx._bundle_write"
+
+
 def test_roundtrip_float32_is_exact(bundle_dir, model):
     b = load_bundle(bundle_dir)
     assert isinstance(b, ModelBundle)
