@@ -230,39 +230,41 @@ def run_stages(
     return records, failures
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``hvx-bench``; returns the exit code (0 ok, 1 a stage failed, 2 bad usage)."""
-    started = time.perf_counter()
-    load_start = _load_average()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="hvx-bench: %(message)s")
+class _UsageError(ValueError):
+    """A bad command line (exit code 2)."""
+
+
+def _check_usage(args: argparse.Namespace) -> tuple[list, str]:
+    """Returns ``(stages, device)`` for valid arguments.
+
+    Raises:
+        _UsageError: Naming what was expected and what came in.
+    """
     try:
         stages = select_stages(args.stages)
     except ValueError as err:
-        print(f"hvx-bench: {err}", file=sys.stderr)
-        return 2
+        raise _UsageError(str(err)) from None
     if args.variant:
         from hvx.model import list_variants
 
         unknown = [v for v in args.variant if v not in list_variants()]
         if unknown:
-            print(
-                f"hvx-bench: expected --variant from {list_variants()}, got {unknown}",
-                file=sys.stderr,
-            )
-            return 2
+            raise _UsageError(f"expected --variant from {list_variants()}, got {unknown}")
     for flag, value in (("--size", args.size), ("--threads", args.threads)):
         if value is not None and value < 1:
-            print(f"hvx-bench: expected {flag} >= 1, got {value}", file=sys.stderr)
-            return 2
+            raise _UsageError(f"expected {flag} >= 1, got {value}")
     from hvx.features import features
 
     has_cuda = features().cuda.available
     device = args.device or ("cuda" if has_cuda else "cpu")
     if device == "cuda" and not has_cuda:
-        print("hvx-bench: expected a visible CUDA GPU for --device cuda, got none", file=sys.stderr)
-        return 2
-    ctx = harness.BenchContext(
+        raise _UsageError("expected a visible CUDA GPU for --device cuda, got none")
+    return stages, device
+
+
+def _context(args: argparse.Namespace, device: str) -> harness.BenchContext:
+    """The :class:`~hvx.bench.harness.BenchContext` every stage gets."""
+    return harness.BenchContext(
         batches=args.batch or ([1, 8] if args.quick else [1, 8, 32]),
         size=args.size or 256,
         repeats=2 if args.quick else args.repeats,
@@ -277,6 +279,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             "threads": args.threads,
         },
     )
+
+
+def _run_record(args, argv, stages, ctx, pins, started: float, load_start) -> dict:
+    """The ``run`` block of the JSON (settings, wall time, load average), incomplete."""
+    return {
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "stages": [s.NAME for s in stages],
+        "device": ctx.device,
+        "quick": args.quick,
+        "batches": ctx.batches,
+        "size": ctx.size,
+        "repeats": ctx.repeats,
+        "warmup": ctx.warmup,
+        "backend": args.backend,
+        "variants": args.variant,
+        "model": args.model,
+        "threads": args.threads,
+        "thread_pins": pins,
+        "complete": False,
+        "note": args.note,
+        "wall_s": time.perf_counter() - started,
+        "load_average_start": load_start,
+        "load_average_end": _load_average(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``hvx-bench``; returns the exit code (0 ok, 1 a stage failed, 2 bad usage)."""
+    started = time.perf_counter()
+    load_start = _load_average()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="hvx-bench: %(message)s")
+    try:
+        stages, device = _check_usage(args)
+    except _UsageError as err:
+        print(f"hvx-bench: {err}", file=sys.stderr)
+        return 2
+    ctx = _context(args, device)
     pins = None
     if args.threads:  # every pool at once (torch, OpenMP, numba, OpenCV; ORT per session)
         from hvx.bench import paired
@@ -292,29 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     def document(records, failures, complete):
+        run = _run_record(args, argv, stages, ctx, pins, started, load_start)
         return {
             "schema": SCHEMA,
             "provenance": provenance(),
-            "run": {
-                "argv": list(sys.argv[1:] if argv is None else argv),
-                "stages": [s.NAME for s in stages],
-                "device": device,
-                "quick": args.quick,
-                "batches": ctx.batches,
-                "size": ctx.size,
-                "repeats": ctx.repeats,
-                "warmup": ctx.warmup,
-                "backend": args.backend,
-                "variants": args.variant,
-                "model": args.model,
-                "threads": args.threads,
-                "thread_pins": pins,
-                "complete": complete,
-                "note": args.note,
-                "wall_s": time.perf_counter() - started,
-                "load_average_start": load_start,
-                "load_average_end": _load_average(),
-            },
+            "run": {**run, "complete": complete},
             "device_peaks": peaks,
             "peak_rss_mb": max([harness.peak_rss_mb()] + [r.peak_rss_mb or 0 for r in records]),
             "records": [r.to_json() for r in records],
