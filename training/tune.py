@@ -82,6 +82,41 @@ def _held_out(bundle) -> set[str]:
     return recorded_val_sources(bundle)
 
 
+def _heads(engine, images: np.ndarray, batch_size: int) -> list[tuple]:
+    """``(np_prob, hv, tp_prob)`` numpy arrays of ``Engine.heads``, per batch."""
+    heads = []
+    for start in range(0, len(images), batch_size):
+        h = engine.heads(images[start : start + batch_size])[0].numpy()
+        heads.append((h.np_prob, h.hv, h.tp_prob))
+    return heads
+
+
+def _score_one(heads: list[tuple], true: np.ndarray, typed: bool, cfg, n_cls: int) -> dict:
+    """Binary PQ (and mPQ+ with class labels) of one dataset's heads under ``cfg``."""
+    from hvx.metrics import conic_scores, pq_stats
+    from hvx.postprocess import postprocess
+
+    pred = np.concatenate([postprocess(*h, cfg).to_conic() for h in heads])
+    if not typed:
+        pqs = [pq_stats(true[i, ..., 0], pred[i, ..., 0]).pq for i in range(len(pred))]
+        return {"pq": float(np.mean(pqs))}
+    s = conic_scores(true, pred, num_classes=n_cls)
+    return {"pq": float(s.pq), "mpq_plus": float(s.mpq_plus)}
+
+
+def _score(sets: list[tuple], cfg, n_cls: int) -> dict:
+    """One dataset's scores, or the mean binary PQ/mPQ+ over several (with each)."""
+    per = {name: _score_one(h, t, typed, cfg, n_cls) for name, h, t, typed in sets}
+    if len(per) == 1:
+        return next(iter(per.values()))
+    typed_mpq = [v["mpq_plus"] for v in per.values() if "mpq_plus" in v]
+    return {
+        "pq": float(np.mean([v["pq"] for v in per.values()])),
+        "mpq_plus": float(np.mean(typed_mpq)) if typed_mpq else 0.0,
+        "datasets": per,
+    }
+
+
 def tune_postprocess(
     bundle_path: str | Path,
     data: str | Path | Sequence[str | Path],
@@ -116,53 +151,26 @@ def tune_postprocess(
     """
     from hvx.bundle import load_bundle
     from hvx.engine import Engine
-    from hvx.metrics import conic_scores, pq_stats
-    from hvx.postprocess import PostprocessConfig, postprocess
 
     grid = _check_grid(DEFAULT_GRID if grid is None else grid)
     bundle = load_bundle(bundle_path)
     paths = [data] if isinstance(data, str | Path) else list(data)
     engine = Engine.load(bundle_path, backend=backend)
-    n_cls = len(bundle.class_names)
     sets, used_sources, n_tiles = [], set(), 0
     for path in paths:
         name, images, inst, cls, typed, sources, idx = _tiles_for_tuning(path, bundle, max_tiles)
-        heads = []
-        for start in range(0, len(images), batch_size):
-            h, _ = engine.heads(images[start : start + batch_size])
-            h = h.numpy()
-            heads.append((h.np_prob, h.hv, h.tp_prob))
         true = np.stack([inst, cls.astype(np.int32)], axis=-1)
-        sets.append((name, heads, true, typed))
+        sets.append((name, _heads(engine, images, batch_size), true, typed))
         used_sources |= {sources[i] for i in idx}
         n_tiles += len(images)
     base = bundle.postprocess.to_dict()
-
-    def score_one(heads, true, typed, cfg) -> dict:
-        pred = np.concatenate([postprocess(*h, cfg).to_conic() for h in heads])
-        if not typed:
-            pqs = [pq_stats(true[i, ..., 0], pred[i, ..., 0]).pq for i in range(len(pred))]
-            return {"pq": float(np.mean(pqs))}
-        s = conic_scores(true, pred, num_classes=n_cls)
-        return {"pq": float(s.pq), "mpq_plus": float(s.mpq_plus)}
-
-    def score(cfg: PostprocessConfig) -> dict:
-        per = {name: score_one(h, t, typed, cfg) for name, h, t, typed in sets}
-        if len(per) == 1:
-            return next(iter(per.values()))
-        typed_mpq = [v["mpq_plus"] for v in per.values() if "mpq_plus" in v]
-        return {
-            "pq": float(np.mean([v["pq"] for v in per.values()])),
-            "mpq_plus": float(np.mean(typed_mpq)) if typed_mpq else 0.0,
-            "datasets": per,
-        }
-
-    current = {"config": base, **score(bundle.postprocess)}
+    n_cls = len(bundle.class_names)
+    current = {"config": base, **_score(sets, bundle.postprocess, n_cls)}
     results, best = [], current
     for values in itertools.product(*grid.values()):
         change = dict(zip(grid, values, strict=True))
         cfg = dataclasses.replace(bundle.postprocess, **change)
-        row = {"change": change, **score(cfg)}
+        row = {"change": change, **_score(sets, cfg, n_cls)}
         results.append(row)
         if row["pq"] > best["pq"]:
             best = {"config": {**base, **change}, **{k: v for k, v in row.items() if k != "change"}}

@@ -17,7 +17,7 @@ from hvx.training.datasets import (
     parse_specs,
     split_datasets,
 )
-from hvx.training.trainer import TrainTiles, _EpochBatches, epoch_order, weighted_order
+from hvx.training.sampling import EpochBatches, TrainTiles, epoch_order, weighted_order
 
 MONUSEG_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "monuseg"
 
@@ -155,7 +155,7 @@ def test_weighted_order_shares_and_determinism():
     assert len(second) == 20 and len(set(second.tolist())) == 20  # no repeat before all seen
     b = weighted_order([10, 30], [3.0, 1.0], 5, 0)
     assert int((b < 10).sum()) == 30
-    keys = [k for batch in _EpochBatches(40, 4, 5, 0, 0, sizes=[10, 30]) for k in batch]
+    keys = [k for batch in EpochBatches(40, 4, 5, 0, 0, sizes=[10, 30]) for k in batch]
     assert [i for _, i in keys] == a.tolist()
 
 

@@ -12,14 +12,10 @@ from hvx.bundle import load_bundle
 from hvx.training import cli
 from hvx.training.config import TrainConfig
 from hvx.training.data import TileDataset
-from hvx.training.trainer import (
-    Trainer,
-    TrainTiles,
-    _EpochBatches,
-    epoch_order,
-    evaluate,
-    prepare_dataset,
-)
+from hvx.training.prepare import prepare_dataset
+from hvx.training.sampling import EpochBatches, TrainTiles, epoch_order
+from hvx.training.trainer import Trainer
+from hvx.training.validation import evaluate
 
 TINY = {
     "name": "tiny",
@@ -294,15 +290,15 @@ def test_time_budget_stops_with_checkpoint_and_bundle(tmp_path):
 
 
 def test_epoch_repeats_are_distinct_passes_and_one_is_the_plain_epoch(tmp_path):
-    plain = [k for b in _EpochBatches(7, 2, seed=3, epoch=4, start=0) for k in b]
+    plain = [k for b in EpochBatches(7, 2, seed=3, epoch=4, start=0) for k in b]
     assert plain == [(4, i) for i in epoch_order(7, 3, 4).tolist()[:6]]
-    assert plain == [k for b in _EpochBatches(7, 2, 3, 4, 0, repeats=1) for k in b]
-    keys = [k for b in _EpochBatches(7, 2, seed=3, epoch=1, start=0, repeats=3) for k in b]
+    assert plain == [k for b in EpochBatches(7, 2, 3, 4, 0, repeats=1) for k in b]
+    keys = [k for b in EpochBatches(7, 2, seed=3, epoch=1, start=0, repeats=3) for k in b]
     assert len(keys) == 20  # 21 keys, the last incomplete batch dropped
     assert keys[:7] == [(3, i) for i in epoch_order(7, 3, 3).tolist()]
     assert keys[7:14] == [(4, i) for i in epoch_order(7, 3, 4).tolist()]
     assert {p for p, _ in keys} == {3, 4, 5}  # passes 3..5: no overlap with epoch 0 or 2
-    late = [k for b in _EpochBatches(7, 2, seed=3, epoch=1, start=4, repeats=3) for k in b]
+    late = [k for b in EpochBatches(7, 2, seed=3, epoch=1, start=4, repeats=3) for k in b]
     assert late == keys[8:]
     cfg = _config(epochs=1, data={"epoch_repeats": 2}, optim={"sam": False})
     result = Trainer(cfg, _tiles(), tmp_path, device="cpu", progress=False).fit()
