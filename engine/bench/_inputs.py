@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx.assets import sample_paths
+
 __all__ = ["find_consep", "find_tile_files", "real_tiles"]
 
 
@@ -35,8 +37,6 @@ def find_consep() -> Path | None:
 
 
 def _packaged_samples() -> list[Path]:
-    from hvx.assets import sample_paths
-
     return sample_paths()
 
 

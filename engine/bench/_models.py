@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hvx.bench import harness
+from hvx.postprocess import PostprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,6 @@ def _random_bundle(variant: str, tmp: Path) -> BenchModel:
 
     from hvx.bundle import save_bundle
     from hvx.model import create_model, list_variants
-    from hvx.postprocess import PostprocessConfig
     from hvx.preprocess import PreprocessConfig
 
     if variant not in list_variants():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hvx.bench import harness
 from hvx.bench.network import flop_rate
+from hvx.features import features
 
 NAME = "backends"
 HELP = "network throughput per backend (torch fp32 baseline, ONNX Runtime, torch fp16, TensorRT)"
@@ -45,8 +46,6 @@ def _runners(variant: str, ctx: harness.BenchContext, tmp: Path):
         return
     yield "torch-fp32", TorchBackend(inference, device=ctx.device, precision="fp32")
     yield "torch-fp16", TorchBackend(inference, device=ctx.device, precision="fp16")
-    from hvx.features import features
-
     if features().tensorrt.available:
         from hvx.backends.export import export_onnx
         from hvx.backends.plan import PlanSettings, build_tensorrt_plan

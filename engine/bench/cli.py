@@ -20,12 +20,13 @@ from collections.abc import Callable, Sequence
 
 from hvx.bench import backends as backends_stage
 from hvx.bench import e2e as e2e_stage
-from hvx.bench import harness
+from hvx.bench import harness, paired
 from hvx.bench import hovernet as hovernet_stage
 from hvx.bench import metrics as metrics_stage
 from hvx.bench import network as network_stage
 from hvx.bench import postprocess as postprocess_stage
 from hvx.bench import preprocess as preprocess_stage
+from hvx.features import features
 from hvx.provenance import provenance, write_json
 
 # Stage modules, in run order. Each has NAME, HELP and run(ctx) -> list[Record].
@@ -253,8 +254,6 @@ def _check_usage(args: argparse.Namespace) -> tuple[list, str]:
     for flag, value in (("--size", args.size), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise _UsageError(f"expected {flag} >= 1, got {value}")
-    from hvx.features import features
-
     has_cuda = features().cuda.available
     device = args.device or ("cuda" if has_cuda else "cpu")
     if device == "cuda" and not has_cuda:
@@ -319,8 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = _context(args, device)
     pins = None
     if args.threads:  # every pool at once (torch, OpenMP, numba, OpenCV; ORT per session)
-        from hvx.bench import paired
-
         pins = paired.pin_threads(args.threads)
     peaks = harness.device_peaks(device)
     if peaks:

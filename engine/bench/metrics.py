@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hvx.bench import harness
+from hvx.metrics import conic_scores, conic_scores_ref
 
 NAME = "metrics"
 HELP = "CoNiC PQ/mPQ+ (C++, 1 thread and all threads) vs the NumPy reference"
@@ -198,7 +199,6 @@ def agreement(native, reference) -> dict:
 def run(ctx: harness.BenchContext) -> list[harness.Record]:
     """Times native ``conic_scores`` (1 thread, all threads) vs ``conic_scores_ref``."""
     from hvx import _native
-    from hvx.metrics import conic_scores, conic_scores_ref
 
     records = []
     default_threads = _native.max_threads()

@@ -22,7 +22,9 @@ import contextlib
 import tempfile
 from pathlib import Path
 
+from hvx import _artifacts
 from hvx.bench import _inputs, _models, harness, paired
+from hvx.engine import Engine
 
 NAME = "network"
 HELP = "the network on hvx's backend vs torch fp32 eager, per variant, with FLOPs and TFLOP/s"
@@ -35,8 +37,6 @@ def load_engine(ctx: harness.BenchContext, bundle: Path, cache_dir: Path):
     many intra-op threads (the Engine uses ONNX Runtime's default, all cores), so
     both sides of a CPU comparison use the same thread count.
     """
-    from hvx.engine import Engine
-
     engine = Engine.load(
         bundle,
         backend=ctx.options.get("backend") or "auto",
@@ -45,7 +45,6 @@ def load_engine(ctx: harness.BenchContext, bundle: Path, cache_dir: Path):
     )
     threads = ctx.options.get("threads")
     if threads and engine.backend == "onnxruntime":
-        from hvx import _artifacts
         from hvx.backends.onnxruntime import OnnxRuntimeBackend
         from hvx.bundle import load_bundle
 

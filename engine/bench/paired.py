@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hvx.bench import harness
+
 __all__ = [
     "THREAD_ENV",
     "interleaved",
@@ -138,10 +140,8 @@ def paired_ratio(base: list[float], other: list[float]) -> dict:
 
 def timing(seconds: list[float]):
     """A ``harness.Timing`` (milliseconds) of interleaved wall times, for a Record."""
-    from hvx.bench.harness import Timing
-
     ms = np.sort(np.asarray(seconds, dtype=np.float64) * 1e3)
-    return Timing(
+    return harness.Timing(
         median_ms=float(np.median(ms)),
         p20_ms=float(np.percentile(ms, 20)),
         p80_ms=float(np.percentile(ms, 80)),
@@ -167,8 +167,6 @@ def measure_pair(stage: str, base: tuple, mine: tuple, batch: int, size: int, ct
         ratio and ``mine.extra["paired_ratio"]`` its p25-p75. Both share the peak
         memory of the pair (``memory_scope="stage"``).
     """
-    from hvx.bench import harness
-
     sync = harness.device_sync(ctx.device)
 
     def wrap(fn):

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hvx.bench import harness
+from hvx.bench import harness, paired
+from hvx.bench._inputs import real_tiles
+from hvx.engine import Engine
+from hvx.postprocess import PostprocessConfig, instances_from_hv, postprocess
 
 NAME = "postprocess"
 HELP = "HV-gradient watershed + nucleus tables, native C++ vs reference twin (CPU)"
@@ -165,9 +168,6 @@ def predicted_batch(n: int, size: int = 256, bundle=None):
     Returns:
         ``(np_prob[N, S, S], hv[N, 2, S, S], tp[N, C, S, S], source, postprocess_config)``.
     """
-    from hvx.bench._inputs import real_tiles
-    from hvx.engine import Engine
-
     engine = Engine.load(bundle, backend="onnxruntime", device="cpu", precision="fp32")
     tiles, where = real_tiles(n, size)
     heads, _ = engine.heads(tiles)
@@ -207,7 +207,6 @@ def agreement(np_prob: np.ndarray, hv: np.ndarray, config) -> dict:
         (nuclei and foreground of the native maps, means over the tiles).
     """
     from hvx._postprocess_ref import instances_from_hv_ref
-    from hvx.postprocess import instances_from_hv
 
     same, nuclei, fg = True, [], []
     for a, h in zip(np_prob, hv, strict=True):
@@ -232,8 +231,6 @@ def run(ctx: harness.BenchContext) -> list[harness.Record]:
     speed-ups are the per-round ratio's median (p25-p75 in ``extra``).
     """
     from hvx import _native
-    from hvx.bench import paired
-    from hvx.postprocess import PostprocessConfig, postprocess
 
     records: list[harness.Record] = []
     batches = sorted(set(ctx.batches))
