@@ -115,3 +115,36 @@ def test_a_half_precision_copy_runs_in_its_own_dtype(images):
     assert half.precision == "fp16" and half.runner.input_dtype == torch.float16
     heads = half.heads(images["tiny"])[0]
     assert heads.np_prob.dtype == torch.float16 and heads.spatial == (20, 12)
+
+
+@pytest.mark.slow
+def test_a_valid_padding_network_runs_the_engine_tile_mode():
+    """The published HoVer-Net (valid convolutions): from_model takes its window and
+    output and tiles like Engine.load does (here against the torch backend's Engine)."""
+    import copy
+
+    from hvx.backends.torch import TorchBackend
+
+    torch.manual_seed(0)
+    model = create_model("hovernet_fast", in_chans=3, num_types=3).eval()
+    pre, post = PreprocessConfig(mode="rgb"), PostprocessConfig()
+    mine = hvx.Engine.from_model(model, pre, post)
+    assert mine.valid_window == (256, 164) and mine.size_multiple == 1
+    runner = TorchBackend.from_model(copy.deepcopy(model), device="cpu", precision="fp32")
+    theirs = hvx.Engine(
+        runner,
+        preprocess_config=pre,
+        postprocess_config=post,
+        class_names=("a", "b"),
+        class_colors=((1, 2, 3), (4, 5, 6)),
+        num_types=3,
+        size_multiple=1,
+        mpp=0.25,
+        source="test",
+        valid_window=(256, 164),
+    )
+    img = np.random.default_rng(3).integers(0, 256, (1, 100, 90, 3), dtype=np.uint8)
+    a, b = mine.heads(img)[0].numpy(), theirs.heads(img)[0].numpy()
+    assert a.np_prob.shape == (1, 100, 90)
+    for name in ("np_prob", "hv", "tp_prob"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
