@@ -135,6 +135,33 @@ def _probe_native() -> Probe:
     return Probe(True, detail=f"{omp}, {mod.max_threads()} threads")
 
 
+_PROBES = {
+    "torch": lambda: _probe_module("torch"),
+    "cuda": _probe_cuda,
+    "triton": lambda: _probe_triton(probe("cuda")),
+    "tensorrt": lambda: _probe_tensorrt(probe("cuda")),
+    "onnxruntime": _probe_onnxruntime,
+    "numba": lambda: _probe_module("numba"),
+    "native": _probe_native,
+    "timm": lambda: _probe_module("timm"),
+}
+
+
+@functools.cache
+def probe(name: str) -> Probe:
+    """Probes one capability (a field of :class:`Features`) once per process.
+
+    Importing what is probed costs time (timm: seconds); code that needs one
+    answer, e.g. the Engine choosing a CPU backend, asks for that one alone.
+
+    Raises:
+        ValueError: ``name`` is not a field of :class:`Features`.
+    """
+    if name not in _PROBES:
+        raise ValueError(f"expected a capability in {list(_PROBES)}, got {name!r}")
+    return _PROBES[name]()
+
+
 @functools.cache
 def features() -> Features:
     """Probes every optional capability once per process.
@@ -142,17 +169,7 @@ def features() -> Features:
     Returns:
         The cached :class:`Features` of this process.
     """
-    cuda = _probe_cuda()
-    return Features(
-        torch=_probe_module("torch"),
-        cuda=cuda,
-        triton=_probe_triton(cuda),
-        tensorrt=_probe_tensorrt(cuda),
-        onnxruntime=_probe_onnxruntime(),
-        numba=_probe_module("numba"),
-        native=_probe_native(),
-        timm=_probe_module("timm"),
-    )
+    return Features(**{f.name: probe(f.name) for f in dataclasses.fields(Features)})
 
 
 def require_native():

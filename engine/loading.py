@@ -85,7 +85,7 @@ def bundle_runner(path, backend: str, dev: str, precision: str, cache_dir, plan_
     """
     from hvx import _artifacts
     from hvx.bundle import load_bundle
-    from hvx.features import features
+    from hvx.features import features, probe
     from hvx.precision import auto_cuda_precision
 
     bundle = load_bundle(path)
@@ -109,7 +109,7 @@ def bundle_runner(path, backend: str, dev: str, precision: str, cache_dir, plan_
         runner = _ort_runner(bundle, cache_dir, model)
     if runner is None:  # auto on the CPU
         for name in CPU_BACKEND_PREFERENCE:
-            if name == "onnxruntime" and features().onnxruntime.available:
+            if name == "onnxruntime" and probe("onnxruntime").available:
                 runner = _ort_runner(bundle, cache_dir, model)
                 break
             if name == "torch":
