@@ -204,7 +204,7 @@ def machine_summary() -> dict:
         and names as strings, ``cpu_count`` an int (None when unknown),
         ``cpu_model`` None off Linux, ``gpu`` the CUDA devices or None.
     """
-    cuda = features().cuda
+    cuda = probe("cuda")
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
