@@ -16,6 +16,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from hvx.postprocess import PostprocessConfig
+
 __all__ = [
     "conic_pipeline_ref",
     "instance_table_ref",
@@ -57,8 +59,6 @@ def instances_from_hv_ref(np_prob: np.ndarray, hv: np.ndarray, config=None) -> n
         ``ndarray[H, W]`` int32 instance map (ids = marker labels, may have gaps).
     """
     if config is None:
-        from hvx.postprocess import PostprocessConfig
-
         config = PostprocessConfig()
     c = config
     np_prob = np.asarray(np_prob, dtype=np.float32)

@@ -10,6 +10,7 @@ from torch import nn
 
 from hvx.model._decoders import HiResStem, HoVerDecoder, LightDecoder
 from hvx.model._encoder import build_encoder
+from hvx.model._init_from import load_encoder_checkpoint
 
 __all__ = [
     "HoVerNet",
@@ -310,8 +311,6 @@ def create_model(
         return OfficialHoVerNet(spec, num_types=num_types)
     model = HoVerNet(spec, in_chans=in_chans, num_types=num_types)
     if init_from is not None:
-        from hvx.model._init_from import load_encoder_checkpoint
-
         model.init_report = load_encoder_checkpoint(model, init_from)
     return model
 

@@ -27,6 +27,9 @@ from pathlib import Path
 
 import torch
 
+from hvx._artifacts import cache_root
+from hvx.model._net import create_model
+
 __all__ = ["reference_state", "signature_path"]
 
 log = logging.getLogger(__name__)
@@ -56,8 +59,6 @@ def signature_path(variant: str, in_chans: int, num_types: int, cache_dir=None) 
     Returns:
         ``<cache>/arch/<variant>-<in_chans>-<num_types>-<key>.json``.
     """
-    from hvx._artifacts import cache_root
-
     try:
         timm_version = importlib.metadata.version("timm")
     except importlib.metadata.PackageNotFoundError:
@@ -70,8 +71,6 @@ def signature_path(variant: str, in_chans: int, num_types: int, cache_dir=None) 
 
 
 def _built(variant: str, in_chans: int, num_types: int) -> dict[str, torch.Tensor]:
-    from hvx.model._net import create_model
-
     with torch.device("meta"):
         return create_model(variant, in_chans=in_chans, num_types=num_types).state_dict()
 

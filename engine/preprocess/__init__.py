@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from hvx.preprocess._config import PreprocessConfig
+from hvx.preprocess._params import SDIV, ClaheGeometry, norm_table
 
 __all__ = ["IMPLS", "PreprocessConfig", "preprocess"]
 
@@ -104,15 +105,12 @@ def _device_tables(device: torch.device, channels: int, mean, std):
     Cached so that repeated calls (and CUDA-graph capture after a warm-up
     call) copy nothing from the host.
     """
-    from hvx.preprocess._params import SDIV, norm_table
-
     table = torch.from_numpy(norm_table(channels, mean, std)).to(device)
     return table, torch.from_numpy(SDIV).to(device)
 
 
 def _run_triton(batch, config: PreprocessConfig, device: torch.device, dtype) -> torch.Tensor:
     from hvx.preprocess import _triton
-    from hvx.preprocess._params import ClaheGeometry
 
     if device.type != "cuda" and not _triton.interpreted():
         raise RuntimeError(
