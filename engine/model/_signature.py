@@ -39,9 +39,16 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.in
 
 
 def _source_digest() -> str:
-    """SHA-256 of the source files of ``hvx.model`` (the architecture's code)."""
+    """SHA-256 of the source files of ``hvx.model`` (the architecture's code).
+
+    Raises:
+        OSError: The sources cannot be read (e.g. a zipped install).
+    """
     h = hashlib.sha256()
-    for f in sorted(Path(__file__).parent.glob("*.py")):
+    files = sorted(Path(__file__).parent.glob("*.py"))
+    if not files:
+        raise FileNotFoundError(f"no sources of hvx.model found in {Path(__file__).parent}")
+    for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -124,7 +131,11 @@ def reference_state(variant: str, in_chans: int, num_types: int) -> dict[str, to
     """
     if "timm" in sys.modules:
         return _built(variant, in_chans, num_types)
-    path = signature_path(variant, in_chans, num_types)
+    try:
+        path = signature_path(variant, in_chans, num_types)
+    except (OSError, RuntimeError) as exc:  # unreadable sources, no home folder
+        log.debug("state signatures not cached (%s)", exc)
+        return _built(variant, in_chans, num_types)
     state = _read(path)
     if state is None:
         state = _built(variant, in_chans, num_types)

@@ -121,3 +121,13 @@ def test_load_bundle_imports_no_timm_on_a_cache_hit(tmp_path):
     ]
     assert "timm" in runs[0]  # a miss builds the model once (on the meta device)
     assert runs[1] == []
+
+
+def test_no_cache_location_still_gives_the_signature(cold, monkeypatch):
+    def no_sources():
+        raise FileNotFoundError("no sources")
+
+    monkeypatch.setattr(sig, "_source_digest", no_sources)
+    got = sig.reference_state("convnext_atto", 6, 5)
+    assert _as_list(got) == _as_list(_model_state("convnext_atto", 6, 5))
+    assert not (cold / "arch").exists()
