@@ -71,7 +71,7 @@ def add_tiling_arguments(p: argparse.ArgumentParser, *, common: bool = True) -> 
         "rescales them to the model and the results back",
     )
     g.add_argument(
-        "--tile", type=int_at_least(16), default=256, help="tile size in pixels (default 256)"
+        "--tile", type=int_at_least(16), default=512, help="tile size in pixels (default 512)"
     )
     g.add_argument(
         "--overlap",

@@ -184,7 +184,7 @@ class TilePlan:
 def plan_tiles(
     height: int,
     width: int,
-    tile: int = 256,
+    tile: int = 512,
     overlap: int = 64,
     *,
     rows_per_region: int = 1,

@@ -14,7 +14,7 @@ def test_slide_command_parses():
     args = build_parser().parse_args(
         ["slide", "x.svs", "--model", "m", "--out", "o", "--overlap", "96", "--labels"]
     )
-    assert args.overlap == 96 and args.labels and args.tile == 256 and args.level is None
+    assert args.overlap == 96 and args.labels and args.tile == 512 and args.level is None
 
 
 def test_is_large_input(tmp_path):

@@ -26,7 +26,7 @@ OUTPUTS = ("nuclei.geojson", "nuclei.csv", "nuclei_labels.tif")
 def config():
     from hvx.tiling import TilingConfig
 
-    return TilingConfig(batch_size=BATCH)
+    return TilingConfig(tile=256, overlap=64, batch_size=BATCH)
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,9 @@ def test_local_ray_equals_single_process(cohort, local_ray, tmp_path):
     from hvx.tiling import RunMismatchError, TilingConfig
 
     with pytest.raises(RunMismatchError, match="different run"):
-        run_cohort(cohort["slides"], out, 120, tiling=TilingConfig(batch_size=4, overlap=32))
+        run_cohort(
+            cohort["slides"], out, 120, tiling=TilingConfig(tile=256, overlap=32, batch_size=4)
+        )
     assert_same_outputs(cohort, out)
 
 
@@ -143,6 +145,8 @@ def test_hvx_slide_ray_command(cohort, local_ray, tmp_path, capsys):
         "--workers",
         "1",
         "--labels",
+        "--tile",
+        "256",
         "--tile-batch",
         "4",
         "--region",

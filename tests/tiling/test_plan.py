@@ -67,7 +67,7 @@ def test_tiles_touching_and_regions():
     [
         ({"height": 0, "width": 5}, "at least 1 x 1"),
         ({"height": 5, "width": 5, "tile": 8}, "tile >= 16"),
-        ({"height": 5, "width": 5, "overlap": 130}, "even overlap in"),
+        ({"height": 5, "width": 5, "tile": 256, "overlap": 130}, "even overlap in"),
         ({"height": 5, "width": 5, "overlap": 63}, "even overlap in"),
         ({"height": 5, "width": 5, "rows_per_region": 0}, "rows_per_region >= 1"),
     ],
