@@ -51,4 +51,3 @@ def test_protocol_requires_max_batch():
     assert not isinstance(NoMaxBatch(), Backend)
     NoMaxBatch.max_batch = 4
     assert isinstance(NoMaxBatch(), Backend)
-
