@@ -149,14 +149,16 @@ def run_slides(
     from hvx.tiling import TilingConfig
 
     ray = _import_ray()
-    if window < 1:
-        raise ValueError(f"expected window >= 1, got {window}")
-    if assemble_on not in ("driver", "cluster"):
-        raise ValueError(f"expected assemble_on 'driver' or 'cluster', got {assemble_on!r}")
-    config = config or TilingConfig()
-    bad = [f for f in formats if f not in ("geojson", "csv")]
-    if bad:
-        raise ValueError(f"expected formats from ['geojson', 'csv'], got {bad}")
+    run = _RunOptions(
+        config=config or TilingConfig(),
+        formats=tuple(formats),
+        labels=labels,
+        window=window,
+        max_attempts=max_attempts,
+        pp_options=dict(pp_options or {}),
+        progress=progress,
+        assemble_on=assemble_on,
+    )
     paths = [Path(s) for s in slides]
     if not paths:
         raise ValueError("expected at least one slide, got none")
@@ -167,29 +169,16 @@ def run_slides(
     actors: list = []
     jobs: list[SlideJob] = []
     try:
-        n, gpus = _default_workers(ray)
-        n = workers or n
-        opts = {"num_cpus": 1, "num_gpus": gpus, "max_concurrency": 2, "max_restarts": 0}
-        opts.update(actor_options or {})
-        cls = ray.remote(EngineWorker).options(**opts)
-        m = None if model is None else str(Path(model).resolve())
-        actors = [cls.remote(m, backend, device, precision) for _ in range(n)]
-        metas = ray.get([a.meta.remote() for a in actors])
-        infos = [ModelInfo(x) for x in metas]
-        if len({i.key() for i in infos}) != 1:
-            raise RuntimeError(
-                "expected every engine worker to load the same model the same way, got "
-                f"{sorted({i.key() for i in infos})}"
-            )
-        info = infos[0]
+        engine_args = (None if model is None else str(Path(model).resolve()), backend, device)
+        actors, info = _start_workers(ray, (*engine_args, precision), workers, actor_options)
         for p, f in pairs:  # one by one, so a refusal still releases the earlier locks
             jobs.append(
                 prepare_slide(
                     p,
                     f,
                     info,
-                    config=config,
-                    formats=formats,
+                    config=run.config,
+                    formats=run.formats,
                     labels=labels,
                     stem=stem,
                     level=level,
@@ -198,21 +187,7 @@ def run_slides(
                     overwrite=overwrite,
                 )
             )
-        timing = _run(
-            ray,
-            jobs,
-            actors,
-            info,
-            config,
-            formats,
-            labels,
-            window,
-            max_attempts,
-            pp_options or {},
-            progress,
-            assemble_on,
-        )
-        workers_mem = timing.pop("workers")
+        timing = _run(ray, jobs, actors, info, run)
     finally:
         for job in jobs:
             job.release()
@@ -220,45 +195,82 @@ def run_slides(
             ray.kill(a)
         if started:
             ray.shutdown()
-    result = {
-        "slides": [_row(j) for j in jobs],
-        "workers": [
-            *workers_mem,
-            {
-                "node": "driver",
-                "pid": os.getpid(),
-                "role": "driver",
-                "peak_rss_mb": round(peak_rss_mb(), 1),
-            },
-        ],
-        "timing": timing,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "engine": {"backend": info.backend, "precision": info.precision, "workers": len(actors)},
-    }
+    result = _result(jobs, timing, info, len(actors), time.perf_counter() - t0)
     atomic_write(out / "cohort.json", json.dumps(result, indent=1) + "\n")
     return result
 
 
-def _run(
-    ray,
-    jobs,
-    actors,
-    info,
-    config,
-    formats,
-    labels,
-    window,
-    max_attempts,
-    pp_options,
-    progress,
-    assemble_on="driver",
-) -> dict:
+@dataclasses.dataclass(frozen=True)
+class _RunOptions:
+    """How a cohort runs once its workers and slides are ready (see ``run_slides``)."""
+
+    config: object
+    formats: tuple[str, ...]
+    labels: bool
+    window: int
+    max_attempts: int
+    pp_options: dict
+    progress: bool
+    assemble_on: str
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"expected window >= 1, got {self.window}")
+        if self.assemble_on not in ("driver", "cluster"):
+            raise ValueError(
+                f"expected assemble_on 'driver' or 'cluster', got {self.assemble_on!r}"
+            )
+        bad = [f for f in self.formats if f not in ("geojson", "csv")]
+        if bad:
+            raise ValueError(f"expected formats from ['geojson', 'csv'], got {bad}")
+
+
+def _start_workers(ray, engine_args: tuple, workers: int | None, actor_options: dict | None):
+    """Starts the engine actors; returns ``(actors, ModelInfo)`` once all loaded the same."""
+    n, gpus = _default_workers(ray)
+    opts = {"num_cpus": 1, "num_gpus": gpus, "max_concurrency": 2, "max_restarts": 0}
+    opts.update(actor_options or {})
+    cls = ray.remote(EngineWorker).options(**opts)
+    actors = [cls.remote(*engine_args) for _ in range(workers or n)]
+    try:
+        infos = [ModelInfo(x) for x in ray.get([a.meta.remote() for a in actors])]
+        if len({i.key() for i in infos}) != 1:
+            raise RuntimeError(
+                "expected every engine worker to load the same model the same way, got "
+                f"{sorted({i.key() for i in infos})}"
+            )
+    except BaseException:
+        for a in actors:
+            ray.kill(a)
+        raise
+    return actors, infos[0]
+
+
+def _result(jobs: list[SlideJob], timing: dict, info, n_actors: int, seconds: float) -> dict:
+    """The cohort record (``cohort.json``): per-slide rows, worker memory, timing."""
+    workers_mem = timing.pop("workers")
+    driver = {
+        "node": "driver",
+        "pid": os.getpid(),
+        "role": "driver",
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    return {
+        "slides": [_row(j) for j in jobs],
+        "workers": [*workers_mem, driver],
+        "timing": timing,
+        "seconds": round(seconds, 3),
+        "engine": {"backend": info.backend, "precision": info.precision, "workers": n_actors},
+    }
+
+
+def _progress_bar(jobs: list[SlideJob], progress: bool):
+    """The cohort's tqdm bar over the regions still to run."""
     from tqdm import tqdm
 
     total = sum(len(j.todo) for j in jobs)
     done_before = sum(len(j.regions) - len(j.todo) for j in jobs)
-    finished = sum(j.summary is not None for j in jobs)
-    bar = tqdm(
+    return tqdm(
         total=total,
         unit="region",
         desc="hvx cohort" + (f" (resumed, {done_before} regions done)" if done_before else ""),
@@ -266,17 +278,30 @@ def _run(
         dynamic_ncols=True,
         mininterval=0.5,
     )
+
+
+def _run(ray, jobs: list[SlideJob], actors: list, info, run: _RunOptions) -> dict:
+    """Schedules every slide's regions on the actors and assembles each finished slide.
+
+    Returns:
+        Timing statistics, ``retried_chunks`` and ``workers`` (peak memory per process).
+    """
+    finished = sum(j.summary is not None for j in jobs)
+    bar = _progress_bar(jobs, run.progress)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hvx-assemble")
     futures: dict[int, concurrent.futures.Future] = {}
 
     remote = None
-    if assemble_on == "cluster":  # one CPU task per slide; needs --out on shared storage
+    if run.assemble_on == "cluster":  # one CPU task per slide; needs --out on shared storage
         remote = ray.remote(assemble).options(num_cpus=1, max_retries=3)
+
+    def slides_done() -> str:
+        return f"{finished + sum(f.done() for f in futures.values())}/{len(jobs)}"
 
     def start_assembly(k: int) -> None:
         job = jobs[k]
         job.started = job.started or time.perf_counter()
-        kw = {"config": config, "formats": formats, "labels": labels}
+        kw = {"config": run.config, "formats": run.formats, "labels": run.labels}
         if remote is None:
             futures[k] = pool.submit(assemble, job, info, **kw)
         else:
@@ -287,19 +312,16 @@ def _run(
         bar.update(1)
         if not job.todo:
             start_assembly(jobs.index(job))
-        bar.set_postfix(
-            slides=f"{finished + sum(f.done() for f in futures.values())}/{len(jobs)}",
-            refresh=False,
-        )
+        bar.set_postfix(slides=slides_done(), refresh=False)
 
     sched = _Scheduler(
         jobs,
         actors,
         info,
-        config=config,
-        window=window,
-        max_attempts=max_attempts,
-        pp_options={"num_cpus": 1, **pp_options},
+        config=run.config,
+        window=run.window,
+        max_attempts=run.max_attempts,
+        pp_options={"num_cpus": 1, **run.pp_options},
         on_region=on_region,
     )
     try:
@@ -310,12 +332,15 @@ def _run(
         for k, fut in futures.items():
             jobs[k].summary = fut.result()
             jobs[k].seconds = time.perf_counter() - jobs[k].started
-            bar.set_postfix(
-                slides=f"{finished + sum(f.done() for f in futures.values())}/{len(jobs)}"
-            )
+            bar.set_postfix(slides=slides_done())
     finally:
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
+    return _timing(ray, sched, actors)
+
+
+def _timing(ray, sched, actors: list) -> dict:
+    """The scheduler's statistics plus each live actor's peak memory."""
     try:
         peaks = ray.get(
             [a.peak.remote() for i, a in enumerate(actors) if i in sched.alive], timeout=60
