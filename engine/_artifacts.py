@@ -16,6 +16,9 @@ import logging
 import os
 from pathlib import Path
 
+from hvx.backends.export import export_cache_key, export_onnx
+from hvx.backends.plan import build_tensorrt_plan, window_plan_settings
+
 __all__ = ["cache_root", "model_meta", "onnx_for_bundle", "plan_for_bundle"]
 
 log = logging.getLogger(__name__)
@@ -71,7 +74,6 @@ def _export_settings(bundle) -> tuple[int, bool]:
 
 def _bundle_digest(bundle) -> str:
     """The export's cache key (:func:`hvx.backends.export.export_cache_key`)."""
-    from hvx.backends.export import export_cache_key
     from hvx.bundle import MANIFEST_FILE
 
     manifest = json.loads((Path(bundle.path) / MANIFEST_FILE).read_text())
@@ -97,8 +99,6 @@ def onnx_for_bundle(bundle, cache_dir: str | os.PathLike | None = None, model=No
     Returns:
         Path of ``<cache>/onnx/<variant>-<digest>.onnx``.
     """
-    from hvx.backends.export import export_onnx
-
     path = cache_root(cache_dir) / "onnx" / f"{bundle.variant}-{_bundle_digest(bundle)}.onnx"
     if path.is_file():
         return path
@@ -133,8 +133,6 @@ def plan_for_bundle(
         device: CUDA device to build for.
         force: Rebuild even on a cache hit.
     """
-    from hvx.backends.plan import build_tensorrt_plan, window_plan_settings
-
     model = bundle.build_model("cpu")
     window = getattr(model, "window", None)
     if window is not None:  # valid-padding network: the spatial axes are fixed

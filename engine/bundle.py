@@ -64,6 +64,9 @@ from hvx._bundle_write import save_bundle
 from hvx._version import __version__
 from hvx.model import HoVerNet, create_model, get_variant
 from hvx.model._signature import reference_state
+from hvx.model.hovernet_checkpoint import import_hovernet as _import
+from hvx.postprocess import PostprocessConfig
+from hvx.preprocess import PreprocessConfig
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -245,9 +248,6 @@ def _read_configs(m: dict, source: str, in_chans: int) -> tuple[Any, Any]:
     Every key is required: a missing one would silently take today's default,
     which may differ from what the model was trained with.
     """
-    from hvx.postprocess import PostprocessConfig
-    from hvx.preprocess import PreprocessConfig
-
     pre = _dictconfig.from_dict(
         PreprocessConfig, m["preprocess"], source=source, prefix="preprocess."
     )
@@ -267,6 +267,4 @@ def import_hovernet(checkpoint, out, **kwargs) -> Path:
     See :func:`hvx.model.hovernet_checkpoint.import_hovernet` for the arguments
     (``mode``, ``types``, ``class_colors``, ``mpp``, ``licence``, ``citation``, ...).
     """
-    from hvx.model.hovernet_checkpoint import import_hovernet as _import
-
     return _import(checkpoint, out, **kwargs)

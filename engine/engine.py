@@ -25,8 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from hvx import registry
 from hvx.backends.base import BACKEND_NAMES, HeadOutputs
 from hvx.loading import CPU_BACKEND_PREFERENCE, bundle_runner, plan_runner, resolve_device
+from hvx.postprocess import PostprocessConfig, instance_table, postprocess
+from hvx.results import BatchResult
 
 __all__ = ["CPU_BACKEND_PREFERENCE", "Engine", "load"]
 
@@ -197,7 +200,6 @@ class Engine:
             from hvx.assets import default_model_path
 
             path = default_model_path()
-        from hvx import registry
 
         if registry.is_registered(path) and not Path(path).exists():
             path = registry.fetch(path, cache_dir)  # downloaded and converted once
@@ -214,7 +216,6 @@ class Engine:
 
     @classmethod
     def _from_meta(cls, runner, meta: dict, source: str) -> Engine:
-        from hvx.postprocess import PostprocessConfig
         from hvx.preprocess import PreprocessConfig
 
         engine = cls(
@@ -399,8 +400,6 @@ class Engine:
         Returns:
             ``hvx.results.BatchResult``.
         """
-        from hvx.postprocess import postprocess
-
         h = heads.numpy()  # the one device -> host copy, where post-processing needs it
         return postprocess(
             h.np_prob, h.hv, h.tp_prob, self.postprocess_config, num_threads=num_threads
@@ -430,9 +429,6 @@ class Engine:
         """
         import cv2
         import torch
-
-        from hvx.postprocess import instance_table
-        from hvx.results import BatchResult
 
         images, _ = _as_batch(batch)
         if isinstance(images, torch.Tensor):

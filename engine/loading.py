@@ -11,6 +11,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from hvx import _artifacts
+from hvx.backends import quantize
+from hvx.backends.onnxruntime import OnnxRuntimeBackend
+from hvx.backends.plan import PlanSettings, read_plan_meta
+from hvx.backends.tensorrt import TensorRTBackend
+from hvx.features import features, probe
+
 __all__ = ["CPU_BACKEND_PREFERENCE", "bundle_runner", "plan_runner", "resolve_device"]
 
 log = logging.getLogger("hvx.engine")
@@ -58,8 +65,6 @@ def plan_runner(path: Path, backend: str, dev: str):
         raise ValueError(f"expected backend 'auto' or 'tensorrt' for a plan file, got {backend!r}")
     if not dev.startswith("cuda"):
         raise ValueError(f"expected a CUDA device for a TensorRT plan, got {dev!r}")
-    from hvx.backends.plan import read_plan_meta
-    from hvx.backends.tensorrt import TensorRTBackend
 
     meta = read_plan_meta(path)
     if not meta.get("model"):
@@ -83,9 +88,7 @@ def bundle_runner(path, backend: str, dev: str, precision: str, cache_dir, plan_
     Returns:
         ``(runner, meta)``.
     """
-    from hvx import _artifacts
     from hvx.bundle import load_bundle
-    from hvx.features import features, probe
     from hvx.precision import auto_cuda_precision
 
     bundle = load_bundle(path)
@@ -128,10 +131,6 @@ def bundle_runner(path, backend: str, dev: str, precision: str, cache_dir, plan_
 
 def _tensorrt_runner(bundle, path, backend, dev, precision, cache_dir, plan_settings):
     """A TensorRT runner (built or cached plan); None when "auto" cannot get one."""
-    from hvx import _artifacts
-    from hvx.backends.plan import PlanSettings
-    from hvx.backends.tensorrt import TensorRTBackend
-
     try:
         settings = plan_settings or (
             PlanSettings(precision=("tf32",)) if precision == "fp32" else PlanSettings()
@@ -150,8 +149,6 @@ def _cpu_lowp_runner(bundle, path, backend: str, precision: str):
 
     See :mod:`hvx.backends.quantize` (the gate and the bundle's ``precision.json``).
     """
-    from hvx.backends import quantize
-
     explicit = precision != "auto"
     if not explicit:
         precision = quantize.auto_cpu_precision(path)
@@ -185,8 +182,6 @@ def _torch_runner(bundle, dev: str, precision: str, model=None):
 
 
 def _ort_runner(bundle, cache_dir, model):
-    from hvx import _artifacts
-    from hvx.backends.onnxruntime import OnnxRuntimeBackend
 
     path = _artifacts.onnx_for_bundle(bundle, cache_dir, model=model)
     try:

@@ -15,6 +15,7 @@ import contextlib
 import torch
 
 from hvx.backends.base import HeadOutputs
+from hvx.model import HoVerNetInference
 
 __all__ = ["AMP_DTYPES", "ModelRunner"]
 
@@ -50,7 +51,6 @@ class ModelRunner:
     max_batch: int | None = None
 
     def __init__(self, model: torch.nn.Module, *, amp: str | None = None) -> None:
-        from hvx.model import HoVerNetInference
 
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")

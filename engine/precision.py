@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hvx.engine import Engine
+from hvx.metrics import pq_stats
+
 __all__ = ["FP16_MIN_PQ", "Fp16Check", "auto_cuda_precision", "check_fp16"]
 
 log = logging.getLogger("hvx.engine")
@@ -85,9 +88,6 @@ def check_fp16(
     Raises:
         ValueError: If ``images`` is not a non-empty uint8 (N, H, W, 3) array.
     """
-    from hvx.engine import Engine
-    from hvx.metrics import pq_stats
-
     if images is None:
         from hvx.assets import sample_paths
         from hvx.io import read_image

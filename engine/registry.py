@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from hvx._artifacts import cache_root
 from hvx.io.atomic import atomic_file
 
 __all__ = ["REGISTRY", "ModelEntry", "cached_bundle", "fetch", "is_registered", "list_models"]
@@ -167,7 +168,6 @@ def _entry(name: str) -> ModelEntry:
 
 
 def _root(cache_dir: str | os.PathLike | None) -> Path:
-    from hvx._artifacts import cache_root
 
     return cache_root(cache_dir)
 

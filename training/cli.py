@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from hvx.training import trainer as trainer_mod
+
 #: ``(option, config key, type, help)`` of the options that override config fields.
 _OVERRIDES = (
     ("--epochs", "epochs", int, "number of epochs"),
@@ -205,7 +207,6 @@ def _train(args: argparse.Namespace, config):
                 what = "--data" if args.data is not None else "data.datasets"
                 raise FileNotFoundError(f"expected a dataset folder for {what}, got {folder}")
         source = check_resume_data(out, folders, force=args.force, fresh=not args.resume)
-    from hvx.training import trainer as trainer_mod
 
     trainer = trainer_mod.Trainer(
         config,

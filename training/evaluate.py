@@ -34,6 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx.engine import Engine
+from hvx.metrics import conic_scores, pq_stats
+from hvx.tiling import infer_image
+
 __all__ = ["evaluate_bundle", "evaluate_images", "fp16_parity", "main"]
 
 
@@ -87,8 +91,6 @@ def evaluate_bundle(
         ``mpq_plus`` and ``per_class`` {name: {pq_plus, f1, tp, fp, fn}}.
     """
     from hvx.bundle import load_bundle
-    from hvx.engine import Engine
-    from hvx.metrics import conic_scores, pq_stats
     from hvx.training.data import load_dataset
 
     bundle = load_bundle(bundle_path)
@@ -177,9 +179,6 @@ def evaluate_images(
         ({organ: {"pq", "images"}}), ``nuclei_true``/``nuclei_pred`` totals.
     """
     from hvx.bundle import load_bundle
-    from hvx.engine import Engine
-    from hvx.metrics import pq_stats
-    from hvx.tiling import infer_image
     from hvx.training.datasets import load_instance_folder
 
     bundle = load_bundle(bundle_path)

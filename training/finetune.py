@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from hvx.bundle import load_bundle
+from hvx.training.checkpoint import load_checkpoint
+
 __all__ = ["FinetuneSource", "check_parent", "read_finetune_weights"]
 
 _LOG = logging.getLogger("hvx.training")
@@ -30,7 +33,6 @@ class FinetuneSource(dict):
 
 
 def _from_bundle(path: Path) -> tuple[dict[str, torch.Tensor], FinetuneSource]:
-    from hvx.bundle import load_bundle
 
     bundle = load_bundle(path)
     state = bundle.build_model("cpu", torch.float32).state_dict()
@@ -46,7 +48,6 @@ def _from_bundle(path: Path) -> tuple[dict[str, torch.Tensor], FinetuneSource]:
 
 
 def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], FinetuneSource]:
-    from hvx.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     variant = ((ckpt.state.get("config") or {}).get("model") or {}).get("variant")

@@ -24,6 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx.engine import Engine
+from hvx.io.atomic import atomic_write
+from hvx.metrics import conic_scores, pq_stats
+from hvx.postprocess import PostprocessConfig, postprocess
+from hvx.training.evaluate import recorded_val_sources
+
 __all__ = ["DEFAULT_GRID", "main", "tune_postprocess", "write_postprocess"]
 
 #: Values tried per PostprocessConfig field (the SPEC §3a default is in each list).
@@ -37,8 +43,6 @@ DEFAULT_GRID: dict[str, tuple] = {
 
 def _train_indices(sources: Sequence[str], bundle, max_tiles: int) -> np.ndarray:
     """Tiles whose source image is NOT in the bundle's validation set (evenly thinned)."""
-    from hvx.training.evaluate import recorded_val_sources
-
     held_out = recorded_val_sources(bundle)
     idx = np.flatnonzero([s not in held_out for s in sources])
     if idx.size == 0:
@@ -49,7 +53,6 @@ def _train_indices(sources: Sequence[str], bundle, max_tiles: int) -> np.ndarray
 
 
 def _check_grid(grid: dict[str, Sequence]) -> dict[str, tuple]:
-    from hvx.postprocess import PostprocessConfig
 
     fields = {f.name for f in dataclasses.fields(PostprocessConfig)}
     bad = sorted(set(grid) - fields)
@@ -77,7 +80,6 @@ def _tiles_for_tuning(path: str | Path, bundle, max_tiles: int):
 
 
 def _held_out(bundle) -> set[str]:
-    from hvx.training.evaluate import recorded_val_sources
 
     return recorded_val_sources(bundle)
 
@@ -93,9 +95,6 @@ def _heads(engine, images: np.ndarray, batch_size: int) -> list[tuple]:
 
 def _score_one(heads: list[tuple], true: np.ndarray, typed: bool, cfg, n_cls: int) -> dict:
     """Binary PQ (and mPQ+ with class labels) of one dataset's heads under ``cfg``."""
-    from hvx.metrics import conic_scores, pq_stats
-    from hvx.postprocess import postprocess
-
     pred = np.concatenate([postprocess(*h, cfg).to_conic() for h in heads])
     if not typed:
         pqs = [pq_stats(true[i, ..., 0], pred[i, ..., 0]).pq for i in range(len(pred))]
@@ -150,7 +149,6 @@ def tune_postprocess(
             data with no training tiles.
     """
     from hvx.bundle import load_bundle
-    from hvx.engine import Engine
 
     grid = _check_grid(DEFAULT_GRID if grid is None else grid)
     bundle = load_bundle(bundle_path)
@@ -192,8 +190,6 @@ def write_postprocess(bundle_path: str | Path, config: dict) -> None:
             reloading the bundle before the file is replaced).
     """
     from hvx.bundle import MANIFEST_FILE, load_bundle
-    from hvx.io.atomic import atomic_write
-    from hvx.postprocess import PostprocessConfig
 
     PostprocessConfig.from_dict(config)
     path = Path(bundle_path) / MANIFEST_FILE

@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 from hvx.backends.base import INPUT_NAME, OUTPUT_NAMES
+from hvx.backends.onnxruntime import OnnxRuntimeBackend
 from hvx.io.atomic import atomic_write
 
 __all__ = [
@@ -216,8 +217,6 @@ def validate_onnx(
     if module is None:
         return errors
     import torch
-
-    from hvx.backends.onnxruntime import OnnxRuntimeBackend
 
     ort_backend = OnnxRuntimeBackend(data)
     gen = torch.Generator().manual_seed(1)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hvx import _dictconfig
+from hvx._version import __version__
 from hvx.backends.base import INPUT_NAME
 from hvx.backends.export import canonical_onnx_bytes
 from hvx.io.atomic import atomic_write
@@ -442,8 +443,6 @@ def build_tensorrt_plan(
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build a plan from {onnx_path}; see the log above")
     atomic_write(tc_path, bytes(config.get_timing_cache().serialize()))
-
-    from hvx._version import __version__
 
     meta = {
         "key": key,

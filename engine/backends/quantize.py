@@ -35,7 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from hvx import _artifacts
 from hvx.backends.base import INPUT_NAME
+from hvx.backends.onnxruntime import OnnxRuntimeBackend
+from hvx.io import read_image
+from hvx.postprocess import postprocess
 
 __all__ = [
     "GATE_MAX_FLIPS",
@@ -208,8 +212,6 @@ def gate_tiles(bundle, data: str | os.PathLike | None = None, calib: int = 32):
     Raises:
         ValueError: If ``data`` has no images or no tile of the validation sources.
     """
-    from hvx.io import read_image
-
     val_sources = set(bundle.provenance.get("data", {}).get("val_sources") or ())
     if data is None or not val_sources:
         from hvx.assets import sample_paths
@@ -454,7 +456,6 @@ def run_gate(bundle, ref, test, tiles: np.ndarray, batch: int = 8) -> GateResult
     """
     import torch
 
-    from hvx.postprocess import postprocess
     from hvx.preprocess import preprocess
 
     maps: list[list[np.ndarray]] = [[], [], [], []]
@@ -491,8 +492,6 @@ def build_lowp(
     """
     import torch
 
-    from hvx import _artifacts
-    from hvx.backends.onnxruntime import OnnxRuntimeBackend
     from hvx.preprocess import preprocess
 
     val, cal, desc = gate_tiles(bundle, data, calib)  # fails fast on bad data

@@ -15,6 +15,7 @@ import logging
 import torch
 
 from hvx.backends.base import HeadOutputs
+from hvx.model import HoVerNetInference
 
 __all__ = ["TorchBackend"]
 
@@ -102,8 +103,6 @@ class TorchBackend:
     @classmethod
     def from_model(cls, model: torch.nn.Module, **kwargs) -> TorchBackend:
         """Wraps a training ``hvx.model.HoVerNet`` (logits) in ``HoVerNetInference`` first."""
-        from hvx.model import HoVerNetInference
-
         return cls(HoVerNetInference(model), **kwargs)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

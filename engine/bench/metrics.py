@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx import _native
 from hvx.bench import harness
 from hvx.metrics import conic_scores, conic_scores_ref
 
@@ -198,8 +199,6 @@ def agreement(native, reference) -> dict:
 
 def run(ctx: harness.BenchContext) -> list[harness.Record]:
     """Times native ``conic_scores`` (1 thread, all threads) vs ``conic_scores_ref``."""
-    from hvx import _native
-
     records = []
     default_threads = _native.max_threads()
     for batch in ctx.batches:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx import _native
 from hvx.bench import harness, paired
 from hvx.bench._inputs import real_tiles
 from hvx.engine import Engine
@@ -230,8 +231,6 @@ def run(ctx: harness.BenchContext) -> list[harness.Record]:
     heads on real tiles). Each round runs reference, native-1t, native-2t in turn;
     speed-ups are the per-round ratio's median (p25-p75 in ``extra``).
     """
-    from hvx import _native
-
     records: list[harness.Record] = []
     batches = sorted(set(ctx.batches))
     inputs = {"synthetic": (*realistic_batch(max(batches), ctx.size), PostprocessConfig())}

@@ -12,13 +12,15 @@ import logging
 import shutil
 from pathlib import Path
 
+from hvx import _artifacts
+from hvx.backends.plan import PlanSettings, sidecar_path
+from hvx.backends.quantize import build_lowp
+
 log = logging.getLogger("hvx.build")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``hvx build``."""
-    from hvx.backends.plan import PlanSettings
-
     p = sub.add_parser(
         "build",
         help="export a model bundle to ONNX and build a TensorRT plan",
@@ -92,8 +94,6 @@ def _copy(src: Path, dst: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exports / builds; returns 0, or 2 for bad arguments or a failed build."""
-    from hvx import _artifacts
-    from hvx.backends.plan import PlanSettings, sidecar_path
     from hvx.bundle import load_bundle
 
     if args.out is not None and args.out.exists() and not args.out.is_dir():
@@ -147,8 +147,6 @@ def run(args: argparse.Namespace) -> int:
 def _build_lowp(args: argparse.Namespace, bundle) -> int:
     """``--int8`` / ``--bf16``: gate each asked-for CPU precision; 0 if all passed."""
     import json
-
-    from hvx.backends.quantize import build_lowp
 
     failed = False
     for precision in ("int8", "bf16"):

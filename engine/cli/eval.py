@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hvx.io.atomic import atomic_write
+from hvx.metrics import conic_scores, r2_scores
 
 #: The columns of a CoNiC counts CSV, in class-id order 1..6.
 COUNT_COLUMNS = ("neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective")
@@ -109,7 +110,6 @@ def _write_json(path: str, doc: dict) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> tuple[dict, list[str]]:
-    from hvx.metrics import conic_scores, r2_scores
 
     if (args.pred is None) != (args.true is None):
         raise ValueError("expected --pred and --true together, got only one of them")

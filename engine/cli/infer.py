@@ -7,11 +7,25 @@ import logging
 import sys
 from pathlib import Path
 
+from hvx._version import __version__
+from hvx.assets import default_model_path
+from hvx.cli.slide import add_tiling_arguments, is_large_input
+from hvx.engine import Engine
+from hvx.io import find_images, read_image
+from hvx.io import writers as w
+from hvx.io.atomic import atomic_write
+from hvx.io.readers import image_size
+from hvx.io.writers import FORMATS, output_paths
+from hvx.postprocess import instance_table
+from hvx.results import BatchResult
+from hvx.tiling import TilingConfig, infer_image
+from hvx.tiling.budget import check_tiled_memory
+from hvx.tiling.resume import FolderLock, FolderLockedError
+
 log = logging.getLogger("hvx.infer")
 
 
 def _formats(text: str) -> list[str]:
-    from hvx.io.writers import FORMATS
 
     items = [f.strip() for f in text.split(",") if f.strip()]
     bad = [f for f in items if f not in FORMATS]
@@ -60,14 +74,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="tiles per network call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # ---- large images and slides: tiled path (hvx.cli.slide) ----
-    from hvx.cli.slide import add_tiling_arguments
 
     add_tiling_arguments(p, common=False)
     p.set_defaults(func=run)
 
 
 def _write(engine, result, k: int, image, stem: str, out: Path, formats: list[str]) -> None:
-    from hvx.io import writers as w
 
     inst, typ, table = result.inst[k], result.type[k], result.tables[k]
     for fmt in formats:
@@ -96,8 +108,6 @@ def _model_identity(model: Path | None) -> dict:
     """Path-independent hash of the bundle's files (or of a .plan file and its sidecar)."""
     import hashlib
 
-    from hvx.assets import default_model_path
-
     path = Path(model) if model is not None else default_model_path()
     h = hashlib.sha256()
     files = sorted(path.iterdir()) if path.is_dir() else [path, Path(f"{path}.json")]
@@ -118,8 +128,6 @@ def _check_record(args: argparse.Namespace, out: Path) -> dict:
             (unless ``--overwrite``, which reprocesses every image).
     """
     import json
-
-    from hvx._version import __version__
 
     record = {
         "hvx": __version__,
@@ -147,15 +155,11 @@ def _check_record(args: argparse.Namespace, out: Path) -> dict:
 def _write_record(out: Path, record: dict) -> None:
     import json
 
-    from hvx.io.atomic import atomic_write
-
     atomic_write(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def _network_pixels(path: Path, engine, mpp: float | None) -> int | None:
     """Pixels the network will see for ``path`` (header only), None when unreadable."""
-    from hvx.io.readers import image_size
-
     size = image_size(path)
     if size is None:
         return None
@@ -173,11 +177,6 @@ def _infer_tiled(engine, image, args: argparse.Namespace):
     """
     import cv2
     import numpy as np
-
-    from hvx.postprocess import instance_table
-    from hvx.results import BatchResult
-    from hvx.tiling import TilingConfig, infer_image
-    from hvx.tiling.budget import check_tiled_memory
 
     check_tiled_memory(args.tile, args.batch_size, 32, limit_gb=args.max_memory_gb)
     h, w = image.shape[:2]
@@ -231,7 +230,6 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError) as err:
         log.error("%s", err)
         return 2
-    from hvx.tiling.resume import FolderLock, FolderLockedError
 
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -289,11 +287,6 @@ def _prepare(args: argparse.Namespace, out: Path, inputs: list[Path]):
             one output name, a bad ``--model``, another run's folder, an engine
             that cannot load.
     """
-    from hvx.cli.slide import is_large_input
-    from hvx.engine import Engine
-    from hvx.io import find_images
-    from hvx.io.writers import output_paths
-
     files = find_images(inputs)
     stems: dict[str, Path] = {}
     for f in files:  # two inputs with one stem would overwrite each other
@@ -328,8 +321,6 @@ def _run_files(args, engine, todo: list[Path], out: Path, failed: list) -> int:
     """
     import numpy as np
     from tqdm import tqdm
-
-    from hvx.io import read_image
 
     if not todo:
         return 0

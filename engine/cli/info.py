@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from hvx._version import __version__
+from hvx.features import features, machine_summary
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``hvx info``."""
@@ -20,9 +23,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prints the capability probe."""
-    from hvx._version import __version__
-    from hvx.features import features, machine_summary
-
     feats = features()
     if args.json:
         doc = {

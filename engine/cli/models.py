@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from hvx import registry
+
 log = logging.getLogger("hvx")
 
 
@@ -27,8 +29,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prints the registry (or fetches one model); returns 0, or 2 on failure."""
-    from hvx import registry
-
     if args.fetch:
         try:
             path = registry.fetch(args.fetch, args.cache_dir)

@@ -12,6 +12,13 @@ import logging
 import os
 from pathlib import Path
 
+from hvx.cli._checks import int_at_least, mpp_arg, positive_float
+from hvx.distributed.cli import add_ray_arguments
+from hvx.io.slides import SLIDE_SUFFIXES, SlideReadError, open_image
+from hvx.tiling import RunMismatchError, TilingConfig, infer_slide
+from hvx.tiling.budget import check_tiled_memory
+from hvx.tiling.pipeline import engine_mpp
+
 log = logging.getLogger("hvx")
 
 #: Plain images with more pixels than this go through the tiled path.
@@ -23,8 +30,6 @@ def is_large_input(path: str | os.PathLike, max_pixels: int = LARGE_PIXELS) -> b
 
     Reads only the file header (Pillow / tifffile), never the pixels.
     """
-    from hvx.io.slides import SLIDE_SUFFIXES
-
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in SLIDE_SUFFIXES:
@@ -56,8 +61,6 @@ def add_tiling_arguments(p: argparse.ArgumentParser, *, common: bool = True) -> 
         common: Also add ``--tile-batch``, ``--overwrite`` and ``--no-progress``
             (``hvx infer`` has its own ``--batch-size``, ``--overwrite``, ``--no-progress``).
     """
-    from hvx.cli._checks import int_at_least, mpp_arg, positive_float
-
     g = p.add_argument_group("large images and slides")
     g.add_argument(
         "--level", type=int_at_least(0), default=None, help="slide pyramid level to read"
@@ -125,7 +128,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: best available)")
     add_tiling_arguments(p)
-    from hvx.distributed.cli import add_ray_arguments
 
     add_ray_arguments(p)
     p.set_defaults(func=run)
@@ -147,11 +149,6 @@ def run_tiled(
         hvx.tiling.RunMismatchError: ``out`` holds a different run.
     """
     import json
-
-    from hvx.io.slides import open_image
-    from hvx.tiling import TilingConfig, infer_slide
-    from hvx.tiling.budget import check_tiled_memory
-    from hvx.tiling.pipeline import engine_mpp
 
     batch = getattr(args, "tile_batch", None) or args.batch_size
     check_tiled_memory(args.tile, batch, 32, limit_gb=getattr(args, "max_memory_gb", None))
@@ -195,8 +192,6 @@ def run(args: argparse.Namespace) -> int:
         from hvx import Engine  # provided by the engine module
     except ImportError as e:
         raise SystemExit(f"hvx slide needs hvx.Engine, which this install lacks: {e}") from e
-    from hvx.io.slides import SlideReadError
-    from hvx.tiling import RunMismatchError
 
     if args.ray is not None:  # a cohort on Ray (hvx.distributed)
         from hvx.distributed.cli import run_ray

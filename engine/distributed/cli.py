@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from hvx.io.slides import SlideReadError
+from hvx.tiling import RunMismatchError, TilingConfig
+
 log = logging.getLogger("hvx")
 
 
@@ -44,9 +47,6 @@ def add_ray_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_ray(args: argparse.Namespace) -> int:
     """Runs ``hvx slide --ray``; prints the per-slide table. Returns the exit code."""
-    from hvx.io.slides import SlideReadError
-    from hvx.tiling import RunMismatchError, TilingConfig
-
     try:
         from hvx.distributed import format_table, run_slides
 

@@ -20,6 +20,7 @@ from hvx.distributed.driver import (
 )
 from hvx.distributed.workers import EngineWorker, peak_rss_mb
 from hvx.io.atomic import atomic_write
+from hvx.tiling import TilingConfig
 
 log = logging.getLogger("hvx.distributed")
 
@@ -146,8 +147,6 @@ def run_slides(
         RuntimeError: No engine worker left, or a chunk failed ``max_attempts`` times.
         ImportError: Ray is not installed.
     """
-    from hvx.tiling import TilingConfig
-
     ray = _import_ray()
     run = _RunOptions(
         config=config or TilingConfig(),

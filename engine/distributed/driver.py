@@ -35,6 +35,10 @@ from pathlib import Path
 
 from hvx.distributed.regions import Region, RegionStore, plan_regions
 from hvx.distributed.workers import SlideSource, postprocess_chunk
+from hvx.tiling.pipeline import _align, engine_mpp, run_identity, schedule_tiles
+from hvx.tiling.plan import plan_tiles
+from hvx.tiling.resume import RunFolder
+from hvx.tiling.slide_run import infer_slide
 
 log = logging.getLogger("hvx.distributed")
 
@@ -126,10 +130,6 @@ def prepare_slide(
         hvx.io.slides.SlideReadError: Unreadable slide, bad level, missing mpp.
         hvx.tiling.RunMismatchError: ``folder`` holds a different run.
     """
-    from hvx.tiling.pipeline import _align, engine_mpp, run_identity, schedule_tiles
-    from hvx.tiling.plan import plan_tiles
-    from hvx.tiling.resume import RunFolder
-
     target = None if level is not None else engine_mpp(model)
     source = SlideSource(str(Path(path).resolve()), level, target, mpp)
     with source.open() as reader:
@@ -181,8 +181,6 @@ def prepare_slide(
 
 def assemble(job: SlideJob, model: ModelInfo, *, config, formats, labels) -> dict:
     """Stitches a slide's committed regions into its outputs (same code as one machine)."""
-    from hvx.tiling.slide_run import infer_slide
-
     replay = job.store.replay(job.regions, job.plan, job.side)
     job.release()  # infer_slide takes the folder's lock itself
     with job.source.open() as reader:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from hvx.io.atomic import atomic_file, atomic_write
+from hvx.results import NucleusTable
 from hvx.tiling.plan import TilePlan
 
 __all__ = ["Region", "RegionStore", "pack_tiles", "plan_regions", "unpack_tiles"]
@@ -119,8 +120,6 @@ def unpack_tiles(blob: bytes | np.ndarray) -> Iterator[tuple[int, np.ndarray, ob
 
     Only one tile's instance map is decompressed at a time.
     """
-    from hvx.results import NucleusTable
-
     data = blob.tobytes() if isinstance(blob, np.ndarray) else blob
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         tiles, counts = z["tiles"], z["counts"]

@@ -22,6 +22,12 @@ import time
 
 import numpy as np
 
+from hvx import Engine
+from hvx.distributed.regions import pack_tiles
+from hvx.io.slides import open_image
+from hvx.postprocess import postprocess
+from hvx.tiling.stages import read_tile
+
 __all__ = ["EngineWorker", "SlideSource", "peak_rss_mb", "postprocess_chunk"]
 
 
@@ -43,8 +49,6 @@ class SlideSource:
 
     def open(self):
         """A reader (:mod:`hvx.slide`)."""
-        from hvx.io.slides import open_image
-
         return open_image(self.path, level=self.level, target_mpp=self.target_mpp, mpp=self.mpp)
 
 
@@ -76,7 +80,6 @@ class EngineWorker:
         precision: str = "auto",
         max_readers: int = 4,
     ) -> None:
-        from hvx import Engine
 
         self.engine = Engine.load(model, backend=backend, device=device, precision=precision)
         self.max_readers = int(max_readers)
@@ -125,8 +128,6 @@ class EngineWorker:
             network, peak RSS, node, pid); ``heads`` a tuple ``(np_prob
             float32[N, T, T], hv float32[N, 2, T, T], tp_prob float32[N, C, T, T])``.
         """
-        from hvx.tiling.stages import read_tile
-
         t0 = time.perf_counter()
         reader, lock = self._reader(source)
         with lock:
@@ -168,9 +169,6 @@ def postprocess_chunk(tiles: list[int], heads: tuple, config, num_threads: int =
         ``{"blob": bytes, "tiles": [...], "nuclei": int, "pp_s": float,
         "peak_rss_mb": float, "node", "pid"}``.
     """
-    from hvx.distributed.regions import pack_tiles
-    from hvx.postprocess import postprocess
-
     t0 = time.perf_counter()
     np_prob, hv, tp = heads
     res = postprocess(np_prob, hv, tp, config, num_threads=num_threads)

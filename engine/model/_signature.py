@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from hvx._artifacts import cache_root
+from hvx.io.atomic import atomic_write
 from hvx.model._net import create_model
 
 __all__ = ["reference_state", "signature_path"]
@@ -106,7 +107,6 @@ def _write(path: Path, state: dict[str, torch.Tensor]) -> None:
         "format": _FORMAT,
         "tensors": [[k, list(t.shape), names[t.dtype]] for k, t in state.items()],
     }
-    from hvx.io.atomic import atomic_write
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

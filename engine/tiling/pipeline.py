@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hvx._version import __version__
+from hvx.io.slides import ArrayReader, tissue_mask
 from hvx.results import Nuclei
 from hvx.tiling.plan import TilePlan, plan_tiles
 from hvx.tiling.stages import stream_tiles
@@ -108,7 +110,6 @@ def schedule_tiles(plan: TilePlan, reader, config: TilingConfig) -> list[int]:
     """Raster indices of the tiles to run: all, or those with tissue in the thumbnail."""
     if not config.tissue:
         return list(range(len(plan)))
-    from hvx.io.slides import tissue_mask
 
     thumb = reader.thumbnail(config.thumbnail_side)
     mask = tissue_mask(thumb)
@@ -176,8 +177,6 @@ def infer_image(
     Raises:
         ValueError: For a bad image or tiling parameters.
     """
-    from hvx.io.slides import ArrayReader
-
     if config is None:
         config = TilingConfig(tile=tile, overlap=overlap, batch_size=batch_size, tissue=tissue)
     reader = ArrayReader(image)
@@ -278,8 +277,6 @@ def run_identity(
         reader's identity, the model's identity and every parameter that affects
         the outputs (hashed by :func:`hvx.tiling.resume.run_hash`).
     """
-    from hvx._version import __version__
-
     _, _, model_id = _engine_meta(engine)
     return {
         "hvx": __version__,
