@@ -152,6 +152,42 @@ class ModelBundle:
             raise ValueError(f"{self.path / WEIGHTS_FILE} lacks tensors {left[:5]}")
         return model.to(device=device, dtype=dtype).eval()
 
+    def save_as(
+        self,
+        out_dir: str | os.PathLike,
+        model: HoVerNet,
+        *,
+        provenance: dict | None = None,
+        weights_dtype: torch.dtype = torch.float32,
+    ) -> Path:
+        """Writes ``model`` as a new bundle with this bundle's metadata.
+
+        For derived models (float16-safe copies, storage-dtype changes, weight
+        averages): classes, colours, mpp, pre/post-processing and metrics are this
+        bundle's; ``provenance`` entries are added to (and override) this bundle's.
+
+        Args:
+            out_dir: Bundle folder to create (as :func:`save_bundle`).
+            model: A network of this bundle's variant.
+            provenance: Entries to record on top of this bundle's provenance.
+            weights_dtype: Storage dtype of the weights.
+
+        Returns:
+            ``out_dir`` as a Path.
+        """
+        return save_bundle(
+            out_dir,
+            model,
+            class_names=self.class_names,
+            class_colors=self.class_colors,
+            mpp=self.mpp,
+            preprocess=self.preprocess,
+            postprocess=self.postprocess,
+            provenance={**self.provenance, **(provenance or {})},
+            metrics=self.metrics,
+            weights_dtype=weights_dtype,
+        )
+
 
 def load_bundle(path: str | os.PathLike) -> ModelBundle:
     """Reads and validates a model bundle (no pickle; the weights are checked, not loaded).

@@ -46,23 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from hvx.assets import sample_paths
-    from hvx.bundle import load_bundle, save_bundle
+    from hvx.bundle import load_bundle
     from hvx.io import read_image
     from hvx.metrics import pq_stats
 
     src = load_bundle(args.bundle)
     fp32 = src.build_model("cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        staged = save_bundle(
+        staged = src.save_as(
             Path(tmp) / "default",
             fp32,
-            class_names=src.class_names,
-            class_colors=src.class_colors,
-            mpp=src.mpp,
-            preprocess=src.preprocess,
-            postprocess=src.postprocess,
-            provenance={**src.provenance, "shipped_from": str(args.bundle)},
-            metrics=src.metrics,
+            provenance={"shipped_from": str(args.bundle)},
             weights_dtype=getattr(torch, args.dtype),
         )
         staged_bundle = load_bundle(staged)

@@ -127,6 +127,24 @@ def test_roundtrip_float16_storage(tmp_path, model, bundle_dir):
     assert net16.encoder.body.stem_0.weight.device.type == "cpu"
 
 
+def test_save_as_keeps_the_metadata_and_adds_provenance(tmp_path, bundle_dir):
+    src = load_bundle(bundle_dir)
+    model = src.build_model("cpu")
+    out = src.save_as(
+        tmp_path / "derived",
+        model,
+        provenance={"seed": 7, "note": "x"},
+        weights_dtype=torch.float16,
+    )
+    got = load_bundle(out)
+    for field in ("variant", "class_names", "class_colors", "mpp", "preprocess", "postprocess"):
+        assert getattr(got, field) == getattr(src, field), field
+    assert got.metrics == src.metrics
+    assert got.provenance["config"] == "cpu" and got.provenance["note"] == "x"
+    assert got.provenance["seed"] == 7  # the given entries override the source's
+    assert got.weights_dtype == "float16"
+
+
 def test_save_replaces_an_existing_bundle_and_leaves_no_temp_files(tmp_path, model):
     p = _save(tmp_path / "b", model, metrics={"pq": 0.1})
     _save(p, model, metrics={"pq": 0.2})

@@ -25,7 +25,7 @@ def rebalance_bundle(src: str | Path, dst: str | Path) -> list[str]:
     Raises:
         ValueError: If ``dst`` exists already.
     """
-    from hvx.bundle import load_bundle, save_bundle
+    from hvx.bundle import load_bundle
     from hvx.model._net import rebalance_for_fp16
 
     if Path(dst).exists():
@@ -33,17 +33,7 @@ def rebalance_bundle(src: str | Path, dst: str | Path) -> list[str]:
     b = load_bundle(src)
     model = b.build_model("cpu").eval()
     changed = rebalance_for_fp16(model)
-    save_bundle(
-        dst,
-        model,
-        class_names=b.class_names,
-        class_colors=b.class_colors,
-        mpp=b.mpp,
-        preprocess=b.preprocess,
-        postprocess=b.postprocess,
-        provenance={**b.provenance, "fp16_rebalanced": changed},
-        metrics=b.metrics,
-    )
+    b.save_as(dst, model, provenance={"fp16_rebalanced": changed})
     return changed
 
 
