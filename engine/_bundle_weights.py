@@ -7,13 +7,13 @@ against the architecture before any tensor is loaded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
 from hvx._bundle_manifest import MANIFEST_FILE, WEIGHTS_FILE
+from hvx.io.digest import file_sha256
 
 __all__ = [
     "DTYPES",
@@ -21,7 +21,6 @@ __all__ = [
     "dtype_name",
     "fsync",
     "read_weights",
-    "sha256",
     "storage_state",
 ]
 
@@ -38,15 +37,6 @@ def dtype_name(dtype: torch.dtype) -> str:
         if dt == dtype:
             return name
     raise ValueError(f"expected weights_dtype float32, float16 or bfloat16, got {dtype}")
-
-
-def sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fsync(path: Path) -> None:
@@ -125,7 +115,7 @@ def check_weights(
         raise ValueError(
             f"{wpath}: truncated or altered: expected {info['bytes']} bytes, got {size}"
         )
-    digest = sha256(wpath)
+    digest = file_sha256(wpath)
     if digest != info["sha256"]:
         raise ValueError(f"{wpath}: corrupt: SHA-256 {digest} differs from model.json")
     try:

@@ -26,8 +26,9 @@ from hvx._bundle_manifest import (
     check_mpp,
     json_dict,
 )
-from hvx._bundle_weights import dtype_name, fsync, sha256, storage_state
+from hvx._bundle_weights import dtype_name, fsync, storage_state
 from hvx._version import __version__
+from hvx.io.digest import file_sha256
 from hvx.model import HoVerNet, OfficialHoVerNet
 
 __all__ = ["save_bundle"]
@@ -145,7 +146,7 @@ def _write_files(
     fsync(wpath)
     manifest["weights"].update(
         bytes=wpath.stat().st_size,
-        sha256=sha256(wpath),
+        sha256=file_sha256(wpath),
         tensors=len(state),
         **({"float32_tensors": sorted(kept32)} if kept32 else {}),
     )

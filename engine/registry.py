@@ -28,6 +28,7 @@ from pathlib import Path
 
 from hvx._artifacts import cache_root
 from hvx.io.atomic import atomic_file
+from hvx.io.digest import file_sha256
 
 __all__ = ["REGISTRY", "ModelEntry", "cached_bundle", "fetch", "is_registered", "list_models"]
 
@@ -202,14 +203,6 @@ def _url(entry: ModelEntry, base_url: str | None) -> str:
     return entry.url
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _download(url: str, dest: Path, expected: str, progress: bool, timeout: float) -> None:
     """Streams ``url`` into ``dest`` atomically (:func:`hvx.io.atomic.atomic_file`).
 
@@ -281,7 +274,7 @@ def fetch(
     ckpt = root / "downloads" / entry.filename
     url = _url(entry, base_url)
     if ckpt.is_file():
-        _verify(_sha256(ckpt), entry.sha256, str(ckpt))
+        _verify(file_sha256(ckpt), entry.sha256, str(ckpt))
     elif not url:
         raise ConnectionError(
             f"{name}: no direct download; get {entry.filename} from {entry.page} and put it "

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import hvx.bundle as hb
-from hvx._bundle_weights import sha256 as _sha256
 from hvx.bundle import ModelBundle, load_bundle, save_bundle
+from hvx.io.digest import file_sha256 as _sha256
 from hvx.model import create_model, get_variant
 from hvx.postprocess import PostprocessConfig
 from hvx.preprocess import PreprocessConfig

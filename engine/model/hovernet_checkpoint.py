@@ -9,7 +9,6 @@ refused, never executed. Every problem becomes one :class:`CheckpointError` line
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import pickle
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from hvx.io.digest import file_sha256
 from hvx.model.hovernet import MODES, OfficialHoVerNet, official_state_dict, official_variant
 
 __all__ = [
@@ -37,14 +37,6 @@ HOVERNET_CITATION = (
 
 class CheckpointError(ValueError):
     """A checkpoint that is not a usable HoVer-Net (the message is one line)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _reason(message: str) -> str:
@@ -164,7 +156,7 @@ def read_hovernet_checkpoint(
     model = create_model(official_variant(mode, tp is not None), in_chans=3, num_types=tp or 2)
     _check_fit(model, state, path)
     model.load_state_dict(state, strict=True)
-    return model.eval(), {"sha256": _sha256(path), "layout": layout, "file": path.name}
+    return model.eval(), {"sha256": file_sha256(path), "layout": layout, "file": path.name}
 
 
 def _class_info(
