@@ -84,6 +84,7 @@ RULES = [
         {},
     ),
     ("hvx.tiling", ["hvx.engine", "hvx.backends", "hvx.model", "hvx.cli"], {}),
+    ("hvx.stain", ["hvx.engine", "hvx.tiling", "hvx.model", "hvx.backends", "hvx.cli"], {}),
 ]
 
 #: Layers only the layers listed may import (besides themselves).

@@ -75,6 +75,7 @@ def evaluate_bundle(
     backend: str = "auto",
     batch_size: int = 8,
     mpp: float | None = None,
+    stain: str | None = None,
 ) -> dict:
     """Scores a bundle on its validation tiles.
 
@@ -85,10 +86,13 @@ def evaluate_bundle(
         batch_size: Tiles per ``engine.infer`` call.
         mpp: Microns per pixel of the data when it differs from the model's
             (the engine rescales); None: the data is at the model's resolution.
+        stain: ``"reinhard"``/``"macenko"``: normalise each tile to the default
+            target first (:mod:`hvx.stain`, fitted per tile), as ``hvx infer
+            --stain-norm`` does; None: as read.
 
     Returns:
         A JSON-ready dict: ``tiles``, ``sources``, binary ``pq``/``dq``/``sq``,
-        ``mpq_plus`` and ``per_class`` {name: {pq_plus, f1, tp, fp, fn}}.
+        ``mpq_plus``, ``per_class`` {name: {pq_plus, f1, tp, fp, fn}} and ``stain``.
     """
     from hvx.bundle import load_bundle
     from hvx.training.data import load_dataset
@@ -97,10 +101,11 @@ def evaluate_bundle(
     ds = load_dataset(data)
     idx = _val_indices(ds.sources, bundle)
     engine = Engine.load(bundle_path, backend=backend, mpp=mpp)
+    norm = _normalizer(stain)
     preds = []
     for start in range(0, idx.size, batch_size):
         sel = idx[start : start + batch_size]
-        preds.append(engine.infer(ds.images[sel]).to_conic())
+        preds.append(engine.infer(np.stack([norm(im) for im in ds.images[sel]])).to_conic())
     pred = np.concatenate(preds)
     true = np.stack([ds.inst[idx], ds.cls[idx].astype(np.int32)], axis=-1)
     num_classes = len(bundle.class_names)
@@ -127,7 +132,17 @@ def evaluate_bundle(
         "sq": float(np.mean([s.sq for s in per_image])),
         "mpq_plus": float(scores.mpq_plus),
         "per_class": per_class,
+        "stain": stain,
     }
+
+
+def _normalizer(stain: str | None):
+    """The image -> image map of ``--stain-norm`` (identity for None)."""
+    if stain is None:
+        return lambda image: image
+    from hvx.stain import StainNormalizer
+
+    return StainNormalizer(stain)
 
 
 def _trained_on(bundle, data: Path) -> bool:
@@ -163,6 +178,7 @@ def evaluate_images(
     backend: str = "auto",
     tile: int = 256,
     overlap: int = 64,
+    stain: str | None = None,
 ) -> dict:
     """Whole-image binary PQ of a bundle on an instance-only dataset's validation images.
 
@@ -172,9 +188,11 @@ def evaluate_images(
         backend: Engine backend.
         tile: Tile size of the tiled path.
         overlap: Tile overlap.
+        stain: ``"reinhard"``/``"macenko"``: normalise each image (fitted on the
+            whole image) before tiling, as ``hvx infer --stain-norm``; None: as read.
 
     Returns:
-        JSON-ready: ``images``, ``sources``, ``split`` (how they were chosen),
+        JSON-ready: ``stain``, ``images``, ``sources``, ``split`` (how they were chosen),
         ``pq``/``dq``/``sq`` (means over images), ``per_image`` and ``per_organ``
         ({organ: {"pq", "images"}}), ``nuclei_true``/``nuclei_pred`` totals.
     """
@@ -185,10 +203,11 @@ def evaluate_images(
     ds = load_instance_folder(data)
     idx, how = image_val_indices(ds.sources, bundle, Path(data))
     engine = Engine.load(bundle_path, backend=backend)
+    norm = _normalizer(stain)
     per_image = {}
     n_true = n_pred = 0
     for i in idx.tolist():
-        res = infer_image(engine, ds.images[i], tile=tile, overlap=overlap)
+        res = infer_image(engine, norm(ds.images[i]), tile=tile, overlap=overlap)
         st = pq_stats(ds.inst[i], res.inst)
         n_true += len(np.unique(ds.inst[i])) - 1
         n_pred += len(np.unique(res.inst)) - 1
@@ -203,6 +222,7 @@ def evaluate_images(
         "sources": sorted(per_image),
         "split": how,
         "tiling": {"tile": tile, "overlap": overlap},
+        "stain": stain,
         "pq": float(np.mean([v["pq"] for v in per_image.values()])),
         "dq": float(np.mean([v["dq"] for v in per_image.values()])),
         "sq": float(np.mean([v["sq"] for v in per_image.values()])),
@@ -271,6 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--backend", default="auto", help="engine backend (default auto)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--mpp", type=float, help="microns per pixel of the data (default: model's)")
+    p.add_argument(
+        "--stain-norm",
+        choices=("reinhard", "macenko"),
+        default=None,
+        help="normalise every image to the default stain target first (hvx.stain)",
+    )
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     args = p.parse_args(argv)
     reports = {}
@@ -278,7 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for data in args.data:
             name = Path(data).name
             if _is_instances(Path(data)):
-                reports[name] = evaluate_images(args.evaluate, data, backend=args.backend)
+                reports[name] = evaluate_images(
+                    args.evaluate, data, backend=args.backend, stain=args.stain_norm
+                )
                 _print_images(reports[name])
             else:
                 reports[name] = evaluate_bundle(
@@ -287,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     backend=args.backend,
                     batch_size=args.batch_size,
                     mpp=args.mpp,
+                    stain=args.stain_norm,
                 )
                 _print(reports[name])
         fp16 = None if args.no_fp16 else fp16_parity(args.evaluate)

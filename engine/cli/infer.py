@@ -9,7 +9,12 @@ from pathlib import Path
 
 from hvx._version import __version__
 from hvx.assets import default_model_path
-from hvx.cli.slide import add_tiling_arguments, is_large_input
+from hvx.cli.slide import (
+    add_stain_arguments,
+    add_tiling_arguments,
+    is_large_input,
+    stain_normalizer,
+)
 from hvx.engine import Engine
 from hvx.io import find_images, read_image
 from hvx.io import writers as w
@@ -76,6 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     # ---- large images and slides: tiled path (hvx.cli.slide) ----
 
     add_tiling_arguments(p, common=False)
+    add_stain_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -101,7 +107,7 @@ def _write(engine, result, k: int, image, stem: str, out: Path, formats: list[st
 ONE_PASS_MAX_PIXELS = 2048 * 2048
 #: Name of the run record in an ``hvx infer`` output folder.
 RUN_RECORD = "hvx-run.json"
-_RECORD_KEYS = ("hvx", "model", "mpp")  # what a rerun into the same folder must share
+_RECORD_KEYS = ("hvx", "model", "mpp", "stain")  # what a rerun into the same folder must share
 
 
 def _model_identity(model: Path | None) -> dict:
@@ -135,13 +141,16 @@ def _check_record(args: argparse.Namespace, out: Path) -> dict:
         "mpp": args.mpp,
         "format": sorted(args.format),
     }
+    stain = getattr(args, "stain", None)
+    if stain is not None:  # recorded only when used: older records stay valid
+        record["stain"] = stain.identity()
     path = out / RUN_RECORD
     if path.is_file() and not args.overwrite:
         try:
             old = json.loads(path.read_text())
         except ValueError as e:
             raise ValueError(f"expected a readable {path}, got {e}; use --overwrite") from e
-        diff = [k for k in _RECORD_KEYS if old.get(k) != record[k]]
+        diff = [k for k in _RECORD_KEYS if old.get(k) != record.get(k)]
         if diff:
             raise ValueError(
                 f"expected {out} to hold results of this model and settings, got another "
@@ -287,6 +296,7 @@ def _prepare(args: argparse.Namespace, out: Path, inputs: list[Path]):
             one output name, a bad ``--model``, another run's folder, an engine
             that cannot load.
     """
+    args.stain = stain_normalizer(args)
     files = find_images(inputs)
     stems: dict[str, Path] = {}
     for f in files:  # two inputs with one stem would overwrite each other
@@ -327,8 +337,10 @@ def _run_files(args, engine, todo: list[Path], out: Path, failed: list) -> int:
     engine.input_mpp = args.mpp  # tiles: the engine rescales to the model's mpp
     done = 0
     pending: list[tuple[Path, np.ndarray]] = []
+    originals: dict[Path, np.ndarray] = {}  # --stain-norm: overlays show the input as read
 
     def fail(path: Path, what: str, err: BaseException) -> None:
+        originals.pop(path, None)
         msg = " ".join(str(err).split()) or type(err).__name__
         failed.append((path, f"{what}: {msg}"))
         log.error("failed %s: %s: %s", path, what, msg)
@@ -336,7 +348,7 @@ def _run_files(args, engine, todo: list[Path], out: Path, failed: list) -> int:
     def write(path: Path, img, result, k: int) -> None:
         nonlocal done
         try:
-            _write(engine, result, k, img, path.stem, out, args.format)
+            _write(engine, result, k, originals.pop(path, img), path.stem, out, args.format)
             done += 1
         except (OSError, ValueError) as err:
             fail(path, "writing results", err)
@@ -370,6 +382,12 @@ def _run_files(args, engine, todo: list[Path], out: Path, failed: list) -> int:
         except Exception as err:
             fail(path, "reading", err)
             continue
+        if getattr(args, "stain", None) is not None:  # fitted on the whole image
+            try:
+                originals[path], img = img, args.stain(img)
+            except ValueError as err:
+                fail(path, "stain normalisation", err)
+                continue
         net = img.shape[0] * img.shape[1] * scale2
         if net > ONE_PASS_MAX_PIXELS:
             try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from hvx.cli._checks import int_at_least, mpp_arg, positive_float
 from hvx.distributed.cli import add_ray_arguments
 from hvx.io.slides import SLIDE_SUFFIXES, SlideReadError, open_image
+from hvx.stain import METHODS, NormalizedReader, StainNormalizer
 from hvx.tiling import RunMismatchError, TilingConfig, infer_slide
 from hvx.tiling.budget import check_tiled_memory
 from hvx.tiling.pipeline import engine_mpp
@@ -102,6 +103,56 @@ def add_tiling_arguments(p: argparse.ArgumentParser, *, common: bool = True) -> 
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_stain_arguments(p: argparse.ArgumentParser) -> None:
+    """Adds ``--stain-norm`` and ``--stain-target`` (shared by ``hvx slide`` and ``hvx infer``)."""
+    g = p.add_argument_group("stain normalisation (off by default)")
+    g.add_argument(
+        "--stain-norm",
+        choices=METHODS,
+        default=None,
+        help="map each input's colours to a target before inference: reinhard (L*a*b* "
+        "mean/std) or macenko (H&E stain vectors); fitted per image, or once per slide "
+        "on its tissue (default: off)",
+    )
+    g.add_argument(
+        "--stain-target",
+        type=Path,
+        default=None,
+        metavar="IMAGE_OR_FOLDER",
+        help="take the target colours from this H&E image, or from the images of this "
+        "folder (the median of their fits) (default: CoNSeP's training images, the "
+        "colours the default model first learnt)",
+    )
+
+
+def stain_normalizer(args: argparse.Namespace) -> StainNormalizer | None:
+    """The normaliser ``--stain-norm`` / ``--stain-target`` ask for, or None.
+
+    Raises:
+        ValueError: ``--stain-target`` without ``--stain-norm``, or an unreadable or
+            unstained target image.
+    """
+    method, target = getattr(args, "stain_norm", None), getattr(args, "stain_target", None)
+    if method is None:
+        if target is not None:
+            raise ValueError(
+                f"expected --stain-norm reinhard|macenko with --stain-target, got only "
+                f"--stain-target {target}"
+            )
+        return None
+    if target is None:
+        return StainNormalizer(method)
+    from hvx.io import find_images, read_image
+
+    try:
+        files = find_images([target])
+        return StainNormalizer.from_images(method, (read_image(f) for f in files))
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"expected a readable H&E image for --stain-target, got {target}: {e}"
+        ) from e
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Registers ``hvx slide``."""
     p = sub.add_parser(
@@ -128,7 +179,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: best available)")
     add_tiling_arguments(p)
-
+    add_stain_arguments(p)
     add_ray_arguments(p)
     p.set_defaults(func=run)
 
@@ -154,6 +205,13 @@ def run_tiled(
     check_tiled_memory(args.tile, batch, 32, limit_gb=getattr(args, "max_memory_gb", None))
     target = None if args.level is not None else engine_mpp(engine)
     reader = open_image(path, level=args.level, target_mpp=target, mpp=args.mpp)
+    stain = getattr(args, "stain", None)
+    if stain is not None:
+        try:
+            reader = NormalizedReader(reader, stain)
+        except BaseException:
+            reader.close()
+            raise
     if target is None and args.level is None:
         log.warning("the engine states no model mpp: reading %s at its own resolution", path)
     config = TilingConfig(
@@ -194,10 +252,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"hvx slide needs hvx.Engine, which this install lacks: {e}") from e
 
     if args.ray is not None:  # a cohort on Ray (hvx.distributed)
+        if args.stain_norm is not None:
+            log.error("--stain-norm is not supported with --ray yet; run without --ray")
+            return 2
         from hvx.distributed.cli import run_ray
 
         return run_ray(args)
     try:
+        args.stain = stain_normalizer(args)
         from hvx.distributed.cohort import output_folders
 
         pairs = output_folders(args.inputs, args.out)  # one slide: --out; several: --out/<stem>/

@@ -86,3 +86,22 @@ def test_cli_reports_each_dataset(tmp_path, random_bundle, capsys):
     assert "whole validation images" in capsys.readouterr().out
     rc = main(["--evaluate", str(bundle), "--data", str(a), "--backend", "torch", "--no-fp16"])
     assert rc == 0
+
+
+@pytest.mark.parametrize("stain", ["reinhard", "macenko"])
+def test_evaluate_images_normalises_each_whole_image(tmp_path, random_bundle, monkeypatch, stain):
+    """--stain-norm: each image is fitted and mapped whole, then tiled (as hvx infer)."""
+    import hvx.training.evaluate as ev
+    from hvx.stain import StainNormalizer
+    from hvx.training.datasets import load_instance_folder
+
+    data = _folder(tmp_path / "mono")
+    seen = []
+    real = ev.infer_image
+    monkeypatch.setattr(ev, "infer_image", lambda e, im, **kw: seen.append(im) or real(e, im, **kw))
+    rep = evaluate_images(random_bundle("st"), data, backend="torch", stain=stain)
+    assert rep["stain"] == stain and len(seen) == 1
+    ds = load_instance_folder(data)
+    i = ds.sources.index(rep["sources"][0])
+    np.testing.assert_array_equal(seen[0], StainNormalizer(stain)(ds.images[i]))
+    assert not np.array_equal(seen[0], ds.images[i])
