@@ -105,6 +105,8 @@ def _write(engine, result, k: int, image, stem: str, out: Path, formats: list[st
 #: Images whose network input (after rescaling to the model's mpp) has more pixels
 #: go through the tiled path in memory instead of one network call (~2.5 GB at 600 B/px).
 ONE_PASS_MAX_PIXELS = 2048 * 2048
+#: ``--stain-norm`` warns once when it fits on an image with a shorter side than this.
+STAIN_FIT_MIN_SIDE = 512
 #: Name of the run record in an ``hvx infer`` output folder.
 RUN_RECORD = "hvx-run.json"
 _RECORD_KEYS = ("hvx", "model", "mpp", "stain")  # what a rerun into the same folder must share
@@ -338,6 +340,7 @@ def _run_files(args, engine, todo: list[Path], out: Path, failed: list) -> int:
     done = 0
     pending: list[tuple[Path, np.ndarray]] = []
     originals: dict[Path, np.ndarray] = {}  # --stain-norm: overlays show the input as read
+    warned = False
 
     def fail(path: Path, what: str, err: BaseException) -> None:
         originals.pop(path, None)
@@ -383,6 +386,16 @@ def _run_files(args, engine, todo: list[Path], out: Path, failed: list) -> int:
             fail(path, "reading", err)
             continue
         if getattr(args, "stain", None) is not None:  # fitted on the whole image
+            if min(img.shape[:2]) < STAIN_FIT_MIN_SIDE and not warned:
+                warned = True
+                log.warning(
+                    "--stain-norm fits each image alone; %s is %d x %d px, and the colour "
+                    "statistics of a small tile depend on what it shows (docs/stain.md: "
+                    "normalising 256 px tiles one by one scored lower than whole images)",
+                    path.name,
+                    img.shape[1],
+                    img.shape[0],
+                )
             try:
                 originals[path], img = img, args.stain(img)
             except ValueError as err:

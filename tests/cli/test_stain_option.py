@@ -72,6 +72,7 @@ def test_infer_runs_the_normalised_image(method, tiles, tmp_path, capsys):
 def test_infer_record_refuses_another_normalisation(tiles, tmp_path, capsys, caplog):
     out = tmp_path / "out"
     assert _infer(tiles, "--out", out, "--stain-norm", "reinhard", "--format", "csv") == 0
+    assert caplog.text.count("the colour statistics of a small tile") == 1  # once, not per tile
     capsys.readouterr()
     assert _infer(tiles, "--out", out, "--stain-norm", "reinhard", "--format", "csv") == 0
     assert "0 processed, 2 skipped" in capsys.readouterr().out
