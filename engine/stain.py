@@ -53,6 +53,7 @@ __all__ = [
     "StainNormalizer",
     "macenko_apply",
     "macenko_fit",
+    "normalizer_from_options",
     "reinhard_apply",
     "reinhard_fit",
     "reinhard_ref",
@@ -355,6 +356,38 @@ class StainNormalizer:
         return {"method": self.method, "target": self.target}
 
 
+def normalizer_from_options(method: str | None, target=None) -> StainNormalizer | None:
+    """The normaliser of ``--stain-norm METHOD [--stain-target IMAGE_OR_FOLDER]``, or None.
+
+    Args:
+        method: ``"reinhard"``, ``"macenko"`` or None (off).
+        target: None (the default target), an image file, or a folder of images
+            (:meth:`StainNormalizer.from_images` of its images).
+
+    Raises:
+        ValueError: A target without a method, or an unreadable, empty or unstained
+            target.
+    """
+    from hvx.io import find_images, read_image
+
+    if method is None:
+        if target is not None:
+            raise ValueError(
+                f"expected --stain-norm reinhard|macenko with --stain-target, got only "
+                f"--stain-target {target}"
+            )
+        return None
+    if target is None:
+        return StainNormalizer(method)
+    try:
+        files = find_images([target])
+        return StainNormalizer.from_images(method, (read_image(f) for f in files))
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"expected an H&E image or a folder of them for --stain-target, got {target}: {e}"
+        ) from e
+
+
 class NormalizedReader:
     """A region reader (:mod:`hvx.io.slides`) whose regions come out stain-normalised.
 
@@ -366,15 +399,25 @@ class NormalizedReader:
         reader: Any reader with ``read``, ``thumbnail``, ``height``, ``width``, ``mpp``.
         normalizer: The method and target.
         max_side: Longest side of the thumbnail fitted on.
+        source: A fit made before (this reader's ``source``, e.g. on another
+            machine of a Ray cohort): used as is, nothing is fitted.
     """
 
-    def __init__(self, reader, normalizer: StainNormalizer, max_side: int = 2048) -> None:
+    def __init__(
+        self,
+        reader,
+        normalizer: StainNormalizer,
+        max_side: int = 2048,
+        source: dict | None = None,
+    ) -> None:
         self.reader = reader
         self.normalizer = normalizer
         self.height, self.width, self.mpp = reader.height, reader.width, reader.mpp
-        thumb = np.ascontiguousarray(reader.thumbnail(max_side))
-        mask = tissue_mask(thumb)
-        self.source = normalizer.fit(thumb, mask if mask.any() else None)
+        if source is None:
+            thumb = np.ascontiguousarray(reader.thumbnail(max_side))
+            mask = tissue_mask(thumb)
+            source = normalizer.fit(thumb, mask if mask.any() else None)
+        self.source = source
 
     def read(self, y: int, x: int, h: int, w: int) -> np.ndarray:
         """Pixels ``[y:y+h, x:x+w]``, normalised."""

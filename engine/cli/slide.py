@@ -15,7 +15,7 @@ from pathlib import Path
 from hvx.cli._checks import int_at_least, mpp_arg, positive_float
 from hvx.distributed.cli import add_ray_arguments
 from hvx.io.slides import SLIDE_SUFFIXES, SlideReadError, open_image
-from hvx.stain import METHODS, NormalizedReader, StainNormalizer
+from hvx.stain import METHODS, NormalizedReader, StainNormalizer, normalizer_from_options
 from hvx.tiling import RunMismatchError, TilingConfig, infer_slide
 from hvx.tiling.budget import check_tiled_memory
 from hvx.tiling.pipeline import engine_mpp
@@ -129,28 +129,11 @@ def stain_normalizer(args: argparse.Namespace) -> StainNormalizer | None:
     """The normaliser ``--stain-norm`` / ``--stain-target`` ask for, or None.
 
     Raises:
-        ValueError: ``--stain-target`` without ``--stain-norm``, or an unreadable or
-            unstained target image.
+        ValueError: See :func:`hvx.stain.normalizer_from_options`.
     """
-    method, target = getattr(args, "stain_norm", None), getattr(args, "stain_target", None)
-    if method is None:
-        if target is not None:
-            raise ValueError(
-                f"expected --stain-norm reinhard|macenko with --stain-target, got only "
-                f"--stain-target {target}"
-            )
-        return None
-    if target is None:
-        return StainNormalizer(method)
-    from hvx.io import find_images, read_image
-
-    try:
-        files = find_images([target])
-        return StainNormalizer.from_images(method, (read_image(f) for f in files))
-    except (OSError, ValueError) as e:
-        raise ValueError(
-            f"expected a readable H&E image for --stain-target, got {target}: {e}"
-        ) from e
+    return normalizer_from_options(
+        getattr(args, "stain_norm", None), getattr(args, "stain_target", None)
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -252,9 +235,6 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"hvx slide needs hvx.Engine, which this install lacks: {e}") from e
 
     if args.ray is not None:  # a cohort on Ray (hvx.distributed)
-        if args.stain_norm is not None:
-            log.error("--stain-norm is not supported with --ray yet; run without --ray")
-            return 2
         from hvx.distributed.cli import run_ray
 
         return run_ray(args)

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from hvx.io.slides import SlideReadError
+from hvx.stain import normalizer_from_options
 from hvx.tiling import RunMismatchError, TilingConfig
 
 log = logging.getLogger("hvx")
@@ -75,6 +76,7 @@ def run_ray(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             assemble_on=args.assemble,
+            stain=normalizer_from_options(args.stain_norm, args.stain_target),
         )
     except (SlideReadError, RunMismatchError, FileNotFoundError, ImportError, ValueError) as err:
         log.error("%s", err)

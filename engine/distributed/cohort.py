@@ -98,6 +98,7 @@ def run_slides(
     actor_options: dict | None = None,
     pp_options: dict | None = None,
     assemble_on: str = "driver",
+    stain=None,
 ) -> dict:
     """Segments a cohort of slides on Ray: region-parallel, resumable.
 
@@ -136,6 +137,9 @@ def run_slides(
             in: ``"driver"`` (a driver thread, one slide at a time) or ``"cluster"``
             (one Ray CPU task per slide, in parallel; ``out`` must then be on
             storage every node shares).
+        stain: A :class:`hvx.stain.StainNormalizer`: each slide is fitted once on
+            its tissue (by the driver) and every region mapped with that fit, as
+            ``hvx slide --stain-norm`` does on one machine; None: off.
 
     Returns:
         ``{"slides": [per-slide rows], "workers": [peak memory per worker process],
@@ -184,6 +188,7 @@ def run_slides(
                     mpp=mpp,
                     region_px=region_px,
                     overwrite=overwrite,
+                    stain=stain,
                 )
             )
         timing = _run(ray, jobs, actors, info, run)

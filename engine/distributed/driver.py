@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hvx.distributed.regions import Region, RegionStore, plan_regions
-from hvx.distributed.workers import SlideSource, postprocess_chunk
+from hvx.distributed.workers import SlideSource, postprocess_chunk, stain_spec
 from hvx.tiling.pipeline import _align, engine_mpp, run_identity, schedule_tiles
 from hvx.tiling.plan import plan_tiles
 from hvx.tiling.resume import RunFolder
@@ -123,6 +123,7 @@ def prepare_slide(
     mpp: float | None,
     region_px: int,
     overwrite: bool,
+    stain=None,
 ) -> SlideJob:
     """Plans one slide and opens its run folder (refusing a different run there).
 
@@ -132,6 +133,7 @@ def prepare_slide(
     """
     target = None if level is not None else engine_mpp(model)
     source = SlideSource(str(Path(path).resolve()), level, target, mpp)
+    source = stain_spec(source, stain)  # fitted once here; workers reuse the fit
     with source.open() as reader:
         plan = plan_tiles(
             reader.height,

@@ -14,6 +14,7 @@ functions; :mod:`hvx.distributed.driver` wraps them with ``ray.remote``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import resource
 import socket
@@ -26,9 +27,10 @@ from hvx import Engine
 from hvx.distributed.regions import pack_tiles
 from hvx.io.slides import open_image
 from hvx.postprocess import postprocess
+from hvx.stain import NormalizedReader, StainNormalizer
 from hvx.tiling.stages import read_tile
 
-__all__ = ["EngineWorker", "SlideSource", "peak_rss_mb", "postprocess_chunk"]
+__all__ = ["EngineWorker", "SlideSource", "peak_rss_mb", "postprocess_chunk", "stain_spec"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,16 +42,34 @@ class SlideSource:
         level: Pyramid level, or None.
         target_mpp: Working resolution (the model's), or None.
         mpp: Level-0 microns per pixel overriding the metadata, or None.
+        stain: Stain normalisation as JSON (``{"method", "target", "source"}``: the
+            slide's fit, made once by the driver, :func:`stain_spec`), or None.
     """
 
     path: str
     level: int | None = None
     target_mpp: float | None = None
     mpp: float | None = None
+    stain: str | None = None
 
     def open(self):
-        """A reader (:mod:`hvx.slide`)."""
-        return open_image(self.path, level=self.level, target_mpp=self.target_mpp, mpp=self.mpp)
+        """A reader (:mod:`hvx.slide`), stain-normalised with the driver's fit when asked."""
+        reader = open_image(self.path, level=self.level, target_mpp=self.target_mpp, mpp=self.mpp)
+        if self.stain is None:
+            return reader
+        spec = json.loads(self.stain)
+        norm = StainNormalizer(spec["method"], spec["target"])
+        return NormalizedReader(reader, norm, source=spec["source"])
+
+
+def stain_spec(source: SlideSource, normalizer: StainNormalizer | None) -> SlideSource:
+    """``source`` with the normaliser and its fit on the slide's tissue (once, here)."""
+    if normalizer is None:
+        return source
+    with source.open() as reader:
+        fitted = NormalizedReader(reader, normalizer)
+        spec = {**normalizer.identity(), "source": fitted.source}
+    return dataclasses.replace(source, stain=json.dumps(spec))
 
 
 def peak_rss_mb() -> float:

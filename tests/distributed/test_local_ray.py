@@ -161,3 +161,23 @@ def test_hvx_slide_ray_command(cohort, local_ray, tmp_path, capsys):
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name
     printed = capsys.readouterr().out
     assert "beta.png" in printed and str(single["nuclei"]) in printed and "mm2/s" in printed
+
+
+def test_hvx_slide_ray_stain_norm_equals_single_process(cohort, local_ray, tmp_path):
+    """``--stain-norm`` on Ray: the driver fits each slide once, the workers map every
+    region with that fit: the outputs of ``hvx slide --stain-norm`` on one machine."""
+    from hvx.cli import main
+
+    beta = cohort["slides"][1]
+    common = [str(beta), "--labels", "--tile", "256", "--tile-batch", "4", "--no-progress"]
+    common += ["--stain-norm", "macenko"]
+    one, cluster = tmp_path / "one", tmp_path / "ray"
+    assert main(["slide", *common, "--out", str(one)]) == 0
+    argv = ["slide", *common, "--out", str(cluster), "--ray", "--workers", "1"]
+    assert bounded(lambda: main([*argv, "--region", str(REGION_PX)]), 180) == 0
+    ref, _ = cohort["single"][beta.stem]
+    for name in ("nuclei.geojson", "nuclei.csv", "nuclei_labels.tif"):
+        assert (cluster / name).read_bytes() == (one / name).read_bytes(), name
+    assert (one / "nuclei.csv").read_bytes() != (ref / "nuclei.csv").read_bytes()
+    stain = json.loads((cluster / "run.json").read_text())
+    assert json.dumps(stain).count('"macenko"') == 1
