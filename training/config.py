@@ -56,11 +56,16 @@ class ModelConfig:
             (``.safetensors``) whose weights start the whole network (encoder and
             decoders), e.g. to fine-tune the default model on your own data. Its
             variant and class count must match. Excludes ``init_from``.
+        freeze_bn: Keep every BatchNorm in inference mode while training: its
+            running statistics stay those the network started with (a parent's,
+            when fine-tuning) and normalise each batch, instead of the statistics of
+            a small batch; the BatchNorms' scale and shift still train.
     """
 
     variant: str = "convnext_small"
     init_from: str | None = None
     finetune_from: str | None = None
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.init_from and self.finetune_from:

@@ -125,3 +125,17 @@ def check_parent(info: FinetuneSource, val_sources: set[str], class_names: tuple
             sorted(parent),
             sorted(val_sources),
         )
+
+
+def freeze_batchnorm(model: torch.nn.Module) -> int:
+    """Puts every BatchNorm of ``model`` in inference mode (``model.freeze_bn``).
+
+    Called before each training step, since validation switches the model back to
+    training mode. Returns the number of BatchNorm layers.
+    """
+    n = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            n += 1
+    return n

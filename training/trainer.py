@@ -54,7 +54,12 @@ from hvx.training.augment import Augmenter
 from hvx.training.checkpoint import save_checkpoint
 from hvx.training.config import TrainConfig, dump_config
 from hvx.training.data import TileDataset
-from hvx.training.finetune import FinetuneSource, check_parent, read_finetune_weights
+from hvx.training.finetune import (
+    FinetuneSource,
+    check_parent,
+    freeze_batchnorm,
+    read_finetune_weights,
+)
 from hvx.training.losses import HoVerLoss
 from hvx.training.prepare import load_run_data
 from hvx.training.run_bundle import write_run_bundle
@@ -238,6 +243,8 @@ class Trainer(RunState):
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimiser step (two forward/backward passes with SAM); returns the losses."""
         dev = self.device
+        if self.config.model.freeze_bn:
+            freeze_batchnorm(self.model)
         x = preprocess(
             batch["image"].to(dev),
             self.config.preprocess,

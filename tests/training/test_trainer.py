@@ -412,3 +412,24 @@ def test_preprocess_impl_is_checked_and_any_gives_the_same_training(tmp_path):
         for impl in ("numba", "reference")
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_freeze_bn_keeps_the_parents_statistics_and_trains_the_rest(parent, tmp_path):
+    """model.freeze_bn: running statistics stay the parent's through training and
+    validation; weights (BatchNorm affine ones included) still move."""
+    want = load_bundle(parent.bundle).build_model().state_dict()
+    stats = [k for k in want if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for freeze in (True, False):
+        cfg = _config(
+            epochs=2,
+            optim={"sam": False},
+            model={"finetune_from": str(parent.bundle), "freeze_bn": freeze},
+        )
+        t = Trainer(cfg, _tiles(), tmp_path / str(freeze), device="cpu", progress=False)
+        t.fit()  # validates after each epoch (the model goes back to training mode)
+        got = t.model.state_dict()
+        same = [torch.equal(got[k], want[k]) for k in stats]
+        assert all(same) if freeze else not any(same)
+        bn_weights = [k.replace("running_mean", "weight") for k in stats if "running_mean" in k]
+        assert not all(torch.equal(got[k], want[k]) for k in bn_weights)
