@@ -41,6 +41,7 @@ own target comes from :meth:`StainNormalizer.from_images` (one or more images).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,11 @@ CONSEP_LAB_STD = (14.41735, 8.97071, 8.62756)
 #: and 99th-percentile concentrations.
 CONSEP_HE = ((0.60255, 0.49812), (0.7332, 0.83433), (0.31521, 0.23616))
 CONSEP_MAX_C = (0.93161, 0.79762)
+
+#: :meth:`StainNormalizer.fit` measures larger images on a strided subset of pixels.
+FIT_MAX_PIXELS = 2048 * 2048
+#: :meth:`StainNormalizer.apply` maps at most this many pixels at once.
+APPLY_CHUNK_PIXELS = 1 << 20
 
 #: Macenko constants of the reference implementation.
 MACENKO_IO = 240.0  # transmitted light intensity
@@ -333,20 +339,41 @@ class StainNormalizer:
         return cls(method, {k: v.tolist() for k, v in target.items()})
 
     def fit(self, image: np.ndarray, mask: np.ndarray | None = None) -> dict:
-        """Measures a source (``ndarray[H, W, 3] uint8``; optionally only under ``mask``)."""
+        """Measures a source (``ndarray[H, W, 3] uint8``; optionally only under ``mask``).
+
+        Images above :data:`FIT_MAX_PIXELS` are fitted on an evenly strided subset
+        of their pixels (every s-th row and column), which bounds memory.
+        """
+        image = _check_rgb(image)
+        step = math.ceil(math.sqrt(image.shape[0] * image.shape[1] / FIT_MAX_PIXELS))
+        if step > 1:
+            image = image[::step, ::step]
+            mask = None if mask is None else np.asarray(mask)[::step, ::step]
         return _FIT[self.method](image, mask)
 
     def apply(self, image: np.ndarray, source: dict) -> np.ndarray:
-        """Maps ``image`` (uint8 RGB) from the measured ``source`` colours to the target's."""
-        return _APPLY[self.method](image, source, self.target)
+        """Maps ``image`` (uint8 RGB) from the measured ``source`` colours to the target's.
+
+        Pixel by pixel, in blocks of rows of at most :data:`APPLY_CHUNK_PIXELS`
+        (the same result as one block; bounded memory for large images).
+        """
+        image = _check_rgb(image)
+        rows = max(1, APPLY_CHUNK_PIXELS // image.shape[1])
+        if image.shape[0] <= rows:
+            return _APPLY[self.method](image, source, self.target)
+        out = np.empty_like(image)
+        for y in range(0, image.shape[0], rows):
+            out[y : y + rows] = _APPLY[self.method](image[y : y + rows], source, self.target)
+        return out
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Fits on ``image`` and maps it: ``ndarray[H, W, 3] uint8`` in and out.
 
-        Equal to ``apply(image, fit(image))``; Reinhard converts to L*a*b* once.
+        Equal to ``apply(image, fit(image))``; a small image (one block) is
+        converted to L*a*b* once for Reinhard.
         """
-        if self.method == "reinhard":
-            image = _check_rgb(image)
+        image = _check_rgb(image)
+        if self.method == "reinhard" and image.shape[0] * image.shape[1] <= APPLY_CHUNK_PIXELS:
             lab = _lab(image)
             return _reinhard_map(image, lab, _lab_stats(lab), self.target)
         return self.apply(image, self.fit(image))

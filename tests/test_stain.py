@@ -128,6 +128,22 @@ def test_call_is_fit_then_apply(method, sample, foreign):
         np.testing.assert_array_equal(norm(image), norm.apply(image, norm.fit(image)))
 
 
+@pytest.mark.parametrize("method", ["reinhard", "macenko"])
+def test_large_images_are_mapped_in_blocks_and_fitted_on_a_subset(method, sample, monkeypatch):
+    """Blocks of rows give the one-block result; fits above the limit use every s-th pixel."""
+    import hvx.stain as st
+
+    norm = StainNormalizer(method)
+    image = np.concatenate([sample, sample[::-1], sample[:, ::-1]])[:701]  # 701 x 256
+    fit = norm.fit(image)
+    whole = norm.apply(image, fit)
+    monkeypatch.setattr(st, "APPLY_CHUNK_PIXELS", 256 * 100 + 7)  # blocks of 100 rows
+    np.testing.assert_array_equal(norm.apply(image, fit), whole)
+    monkeypatch.setattr(st, "FIT_MAX_PIXELS", 701 * 256 // 9 + 1)  # step 3
+    assert norm.fit(image) == st._FIT[method](image[::3, ::3], None)
+    np.testing.assert_array_equal(norm(image), norm.apply(image, norm.fit(image)))
+
+
 def test_reinhard_to_own_colours_is_near_identity(sample):
     """With the image itself as target the output is the image, up to rounding."""
     norm = StainNormalizer.from_image("reinhard", sample)
