@@ -8,7 +8,7 @@ or, in Python::
 
     from hvx.stain import StainNormalizer
 
-    norm = StainNormalizer("macenko")  # the default target: CoNSeP's training tiles
+    norm = StainNormalizer("macenko")  # the default target: CoNSeP's training images
     rgb = norm(image)  # fit on the image, then map it
     result = engine.infer(rgb)
 
