@@ -24,6 +24,10 @@
 #            augmentation, batch 16, lr 4e-4, 4 passes an epoch. MoNuSeg is
 #            CC BY-NC-SA 4.0: the model it gives is non-commercial.
 #            HVX_GPU_TRAIN_RUNS=multi HVX_GPU_TRAIN_MINUTES=8 bash benchmarks/gpu_check.sh
+#   multi-pico  issue 20's capacity candidate (configs/ablation_cpu.yaml with
+#            fast_hr_convnext_pico): from scratch on CoNSeP + MoNuSeg, whole 256
+#            tiles, batch 16; at equal CPU steps it beat atto on both validations
+#            (docs/model-card.md, session 11) and costs 1.3x atto's CPU time.
 # The 2026-11-28 session (docs/model-card.md): atto-ft and pico plateau near the
 # CPU models; paper was still rising after 306 steps on a shared GPU, so the next
 # session should give it the GPU alone: HVX_GPU_TRAIN_RUNS=paper.
@@ -50,7 +54,7 @@ launch() { # launch NAME WORKERS ARGS...
     local name=$1 workers=$2
     shift 2
     local data_args=(--data "$DATA")
-    [[ $name == multi ]] && data_args=() # its datasets are in the config (data.datasets)
+    [[ $name == multi* ]] && data_args=() # its datasets are in the config (data.datasets)
     mkdir -p "$RUNS"
     OMP_NUM_THREADS=1 "$PY" -m hvx.training.cli "${data_args[@]}" --out "$RUNS/$name" \
         --device "$DEVICE" --max-minutes "$MIN" --no-progress \
@@ -118,8 +122,15 @@ EOF
                 --set batch_size=16 --set optim.lr=4e-4 --set data.epoch_repeats=4 \
                 --set ckpt_every_steps=0
             ;;
+        multi-pico)
+            launch multi-pico "$workers" --config ablation_cpu \
+                --set model.variant=fast_hr_convnext_pico \
+                --set "data.datasets=[{path: '$DATA', name: consep}, {path: '$MONUSEG', name: monuseg, tile_size: 320}]" \
+                --set data.crop_size=256 --set batch_size=16 --set data.epoch_repeats=4 \
+                --set ckpt_every_steps=0
+            ;;
         *)
-            echo "HVX_GPU_TRAIN_RUNS: unknown run '$name' (expected paper, pico, atto-ft, multi)" >&2
+            echo "HVX_GPU_TRAIN_RUNS: unknown run '$name' (expected paper, pico, atto-ft, multi, multi-pico)" >&2
             return 2
             ;;
         esac
