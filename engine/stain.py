@@ -85,6 +85,12 @@ MACENKO_BETA = 0.15  # optical density below which a pixel counts as transparent
 MACENKO_ALPHA = 1.0  # percentile of the extreme angles (robust min / max)
 
 
+def _check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"expected a stain method in {METHODS}, got {method!r}")
+    return method
+
+
 def _check_rgb(image: Any, what: str = "image") -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -229,7 +235,12 @@ def macenko_fit(image: np.ndarray, mask: np.ndarray | None = None) -> dict:
         ValueError: When fewer than 3 pixels are stained (optical density >= beta in
             every channel): a blank or white image has no stains to measure.
     """
-    od = _od(_pixels(_check_rgb(image), mask))
+    he, _, max_c = _macenko_measure(_od(_pixels(_check_rgb(image), mask)))
+    return {"he": he.tolist(), "max_c": max_c.tolist()}
+
+
+def _macenko_measure(od: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(he[3, 2], c[2, N], max_c[2])`` of the optical densities ``od[N, 3]``."""
     od_hat = od[~np.any(od < MACENKO_BETA, axis=1)]
     if od_hat.shape[0] < 3:
         raise ValueError(
@@ -239,8 +250,7 @@ def macenko_fit(image: np.ndarray, mask: np.ndarray | None = None) -> dict:
         )
     he = _stain_vectors(od_hat)
     c = _concentrations(od, he)
-    max_c = np.percentile(c, 99, axis=1)
-    return {"he": he.tolist(), "max_c": max_c.tolist()}
+    return he, c, np.percentile(c, 99, axis=1)
 
 
 def macenko_apply(image: np.ndarray, source: dict, target: dict) -> np.ndarray:
@@ -257,11 +267,15 @@ def macenko_apply(image: np.ndarray, source: dict, target: dict) -> np.ndarray:
     """
     image = _check_rgb(image)
     c = _concentrations(_od(image.reshape(-1, 3)), np.asarray(source["he"]))
-    scale = np.asarray(source["max_c"]) / np.asarray(target["max_c"])
-    c /= scale[:, None]
+    return _macenko_render(c, image.shape, source["max_c"], target)
+
+
+def _macenko_render(c: np.ndarray, shape: tuple, max_c, target: dict) -> np.ndarray:
+    """Concentrations ``c[2, N]`` (modified) rescaled from ``max_c`` to the target's, rendered."""
+    c /= (np.asarray(max_c) / np.asarray(target["max_c"]))[:, None]
     out = MACENKO_IO * np.exp(-np.asarray(target["he"]) @ c)
     np.minimum(out, 255.0, out=out)
-    return out.T.reshape(image.shape).astype(np.uint8)
+    return out.T.reshape(shape).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- the user-facing pair
@@ -291,8 +305,7 @@ class StainNormalizer:
     target: dict | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"expected a stain method in {METHODS}, got {self.method!r}")
+        _check_method(self.method)
         target = _DEFAULT_TARGET[self.method] if self.target is None else self.target
         keys = set(_DEFAULT_TARGET[self.method])
         if not isinstance(target, dict) or set(target) != keys:
@@ -310,9 +323,7 @@ class StainNormalizer:
         cls, method: str, image: np.ndarray, mask: np.ndarray | None = None
     ) -> StainNormalizer:
         """A normaliser whose target colours are those of ``image`` (uint8 RGB)."""
-        if method not in METHODS:
-            raise ValueError(f"expected a stain method in {METHODS}, got {method!r}")
-        return cls(method, _FIT[method](image, mask))
+        return cls(method, _FIT[_check_method(method)](image, mask))
 
     @classmethod
     def from_images(cls, method: str, images) -> StainNormalizer:
@@ -324,9 +335,8 @@ class StainNormalizer:
             method: ``"reinhard"`` or ``"macenko"``.
             images: Non-empty iterable of ``ndarray[H, W, 3] uint8`` RGB (any sizes).
         """
-        if method not in METHODS:
-            raise ValueError(f"expected a stain method in {METHODS}, got {method!r}")
-        fits = [_FIT[method](im) for im in images]
+        fit = _FIT[_check_method(method)]
+        fits = [fit(im) for im in images]
         if not fits:
             raise ValueError(
                 "expected at least one image to take the target colours from, got none"
@@ -370,13 +380,16 @@ class StainNormalizer:
         """Fits on ``image`` and maps it: ``ndarray[H, W, 3] uint8`` in and out.
 
         Equal to ``apply(image, fit(image))``; a small image (one block) is
-        converted to L*a*b* once for Reinhard.
+        converted once (L*a*b*, or optical densities and concentrations).
         """
         image = _check_rgb(image)
-        if self.method == "reinhard" and image.shape[0] * image.shape[1] <= APPLY_CHUNK_PIXELS:
+        if image.shape[0] * image.shape[1] > APPLY_CHUNK_PIXELS:
+            return self.apply(image, self.fit(image))
+        if self.method == "reinhard":
             lab = _lab(image)
             return _reinhard_map(image, lab, _lab_stats(lab), self.target)
-        return self.apply(image, self.fit(image))
+        _, c, max_c = _macenko_measure(_od(image.reshape(-1, 3)))
+        return _macenko_render(c, image.shape, max_c, self.target)
 
     def identity(self) -> dict:
         """JSON-ready description (what a resumed run must share)."""
