@@ -36,6 +36,7 @@ import numpy as np
 
 from hvx.engine import Engine
 from hvx.metrics import conic_scores, pq_stats
+from hvx.stain import normalizer_from_options
 from hvx.tiling import infer_image
 
 __all__ = ["evaluate_bundle", "evaluate_images", "fp16_parity", "main"]
@@ -101,11 +102,13 @@ def evaluate_bundle(
     ds = load_dataset(data)
     idx = _val_indices(ds.sources, bundle)
     engine = Engine.load(bundle_path, backend=backend, mpp=mpp)
-    norm = _normalizer(stain)
+    norm = normalizer_from_options(stain)
     preds = []
     for start in range(0, idx.size, batch_size):
-        sel = idx[start : start + batch_size]
-        preds.append(engine.infer(np.stack([norm(im) for im in ds.images[sel]])).to_conic())
+        batch = ds.images[idx[start : start + batch_size]]
+        if norm is not None:
+            batch = np.stack([norm(im) for im in batch])
+        preds.append(engine.infer(batch).to_conic())
     pred = np.concatenate(preds)
     true = np.stack([ds.inst[idx], ds.cls[idx].astype(np.int32)], axis=-1)
     num_classes = len(bundle.class_names)
@@ -134,15 +137,6 @@ def evaluate_bundle(
         "per_class": per_class,
         "stain": stain,
     }
-
-
-def _normalizer(stain: str | None):
-    """The image -> image map of ``--stain-norm`` (identity for None)."""
-    if stain is None:
-        return lambda image: image
-    from hvx.stain import StainNormalizer
-
-    return StainNormalizer(stain)
 
 
 def _trained_on(bundle, data: Path) -> bool:
@@ -203,11 +197,12 @@ def evaluate_images(
     ds = load_instance_folder(data)
     idx, how = image_val_indices(ds.sources, bundle, Path(data))
     engine = Engine.load(bundle_path, backend=backend)
-    norm = _normalizer(stain)
+    norm = normalizer_from_options(stain)
     per_image = {}
     n_true = n_pred = 0
     for i in idx.tolist():
-        res = infer_image(engine, norm(ds.images[i]), tile=tile, overlap=overlap)
+        image = ds.images[i] if norm is None else norm(ds.images[i])
+        res = infer_image(engine, image, tile=tile, overlap=overlap)
         st = pq_stats(ds.inst[i], res.inst)
         n_true += len(np.unique(ds.inst[i])) - 1
         n_pred += len(np.unique(res.inst)) - 1
